@@ -1,0 +1,1 @@
+"""Benchmarks of the deployed stack (not tests): run ``python -m project.embedded run -- python -m bench.images``."""

@@ -1,0 +1,308 @@
+"""A small HTTP/1.1 keep-alive load generator on asyncio: open loop at a fixed rate, or closed loop with N clients."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# Requests still unanswered this long after the run ends count as errors, so every run stops by itself.
+GRACE_SECONDS = 10.0
+# An open-loop run opens more connections while all are busy, up to this many.
+MAX_OPEN_LOOP_CONNECTIONS = 512
+# Closed-loop clients open their connections this far apart.
+CONNECT_STAGGER_SECONDS = 0.02
+# Connections opened before an open-loop schedule starts, so that the first sends do not pay for a connect.
+PREOPENED_CONNECTIONS = 8
+LOCALHOST = "127.0.0.1"
+_BODY_SAMPLE = 300
+
+
+def free_port() -> int:
+    """A TCP port on this machine that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind((LOCALHOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10) -> None:
+    """Wait until something accepts connections on the port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((LOCALHOST, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def build_request(
+    method: str, path: str, *, port: int, headers: dict[str, str] | None = None, body: bytes = b""
+) -> bytes:
+    """The bytes of one HTTP/1.1 request to this machine, body included."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {LOCALHOST}:{port}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    if body or method in {"POST", "PUT", "PATCH"}:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class Connection:
+    """One keep-alive connection to a server on this machine."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        # The start of the last response's body, to show what an error said.
+        self.body = b""
+
+    async def open(self) -> Connection:
+        self.reader, self.writer = await asyncio.open_connection(LOCALHOST, self.port)
+        return self
+
+    async def exchange(self, request: bytes) -> int:
+        """Send one request and read the whole response; return its status code."""
+        if self.reader is not None and self.reader.at_eof():
+            # The server closed the idle connection (uvicorn does after 5 s): open a new one, as HTTP clients do.
+            self.close()
+        if self.writer is None:
+            await self.open()
+        assert self.reader is not None and self.writer is not None
+        self.writer.write(request)
+        status, close, self.body = await _read_response(self.reader)
+        if close:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length: int | None = None
+    chunked = close = False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif name == b"connection":
+            close = b"close" in value.lower()
+    body = b""
+    if chunked:
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            body += (await reader.readexactly(size + 2))[:-2]
+        await reader.readuntil(b"\r\n")
+    elif length is not None:
+        body = await reader.readexactly(length)
+    else:
+        body = await reader.read()
+        close = True
+    return status, close, body[:_BODY_SAMPLE]
+
+
+@dataclass
+class RunResult:
+    """What one run measured: latencies of the answered requests in the measured window, statuses and errors."""
+
+    name: str
+    mode: str
+    window: float
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    exceptions: Counter[str] = field(default_factory=Counter)
+    # The first body of each error status, so that a report says what went wrong.
+    error_samples: dict[int, str] = field(default_factory=dict)
+    send_lateness: list[float] = field(default_factory=list)
+    # Every answer, warm-up and late ones included: what the servers did while the run lasted.
+    answered_total: int = 0
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, status: int, latency: float, body: bytes) -> None:
+        self.statuses[status] += 1
+        self.latencies.append(latency)
+        if not 200 <= status < 300:
+            self.error_samples.setdefault(status, body.decode(errors="replace"))
+
+    @property
+    def errors(self) -> int:
+        return sum(count for status, count in self.statuses.items() if not 200 <= status < 300) + sum(
+            self.exceptions.values()
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Throughput, latency percentiles in milliseconds, errors and the load generator's own CPU use."""
+        answered = sum(self.statuses.values())
+        data: dict[str, Any] = {
+            "name": self.name,
+            "mode": self.mode,
+            "window_s": round(self.window, 3),
+            "answered": answered,
+            "answered_total": self.answered_total,
+            "requests_per_s": round(answered / self.window, 1) if self.window else None,
+            "errors": self.errors,
+            "statuses": {str(status): count for status, count in sorted(self.statuses.items())},
+            "exceptions": dict(self.exceptions),
+            "error_samples": {str(status): body for status, body in self.error_samples.items()},
+            "latency_ms": latency_summary(self.latencies),
+            "loadgen_cpu_percent": round(100 * self.cpu_seconds / self.wall_seconds, 1) if self.wall_seconds else None,
+            **self.extra,
+        }
+        if self.send_lateness:
+            data["send_lateness_ms"] = latency_summary(self.send_lateness)
+        return data
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of an ascending sequence."""
+    rank = max(1, min(len(ordered), int(-(-fraction * len(ordered) // 1))))
+    return ordered[rank - 1]
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, float | None]:
+    """p50, p90, p99, max and mean in milliseconds."""
+    if not seconds:
+        return {"p50": None, "p90": None, "p99": None, "max": None, "mean": None}
+    ordered = sorted(seconds)
+    points = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
+    summary: dict[str, float | None] = {
+        name: round(1000 * percentile(ordered, fraction), 2) for name, fraction in points.items()
+    }
+    summary["max"] = round(1000 * ordered[-1], 2)
+    summary["mean"] = round(1000 * sum(ordered) / len(ordered), 2)
+    return summary
+
+
+async def _finish(tasks: Sequence[asyncio.Task[None]], result: RunResult, *, end: float) -> None:
+    """Wait for the tasks until GRACE_SECONDS after the run's end; count those still waiting as timeouts."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=max(0.0, end - time.perf_counter()) + GRACE_SECONDS)
+    for task in pending:
+        task.cancel()
+        result.exceptions["timeout"] += 1
+
+
+async def open_loop(
+    name: str, port: int, requests: Sequence[bytes], *, rate: float, duration: float, warmup: float
+) -> RunResult:
+    """Send at fixed intervals whatever the answers do; latency counts from the scheduled send time."""
+    result = RunResult(name=name, mode=f"open loop, {rate:g} requests/s", window=duration)
+    idle = [await Connection(port).open() for _ in range(PREOPENED_CONNECTIONS)]
+    opened = len(idle)
+    cpu_before = time.process_time()
+    start = time.perf_counter() + 0.1
+    measured_from = start + warmup
+
+    async def fire(index: int, scheduled: float) -> None:
+        nonlocal opened
+        if scheduled >= measured_from:
+            result.send_lateness.append(time.perf_counter() - scheduled)
+        if idle:
+            connection = idle.pop()
+        else:
+            connection, opened = Connection(port), opened + 1
+        try:
+            status = await connection.exchange(requests[index % len(requests)])
+        except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+            connection.close()
+            if scheduled >= measured_from:
+                result.exceptions[type(error).__name__] += 1
+            return
+        result.answered_total += 1
+        if scheduled >= measured_from:
+            result.record(status, time.perf_counter() - scheduled, connection.body)
+        idle.append(connection)
+
+    tasks = []
+    for index in range(int(rate * (warmup + duration))):
+        scheduled = start + index / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if opened >= MAX_OPEN_LOOP_CONNECTIONS and not idle:
+            result.exceptions["too_many_connections"] += 1
+            continue
+        tasks.append(asyncio.create_task(fire(index, scheduled)))
+    await _finish(tasks, result, end=time.perf_counter())
+    result.cpu_seconds = time.process_time() - cpu_before
+    result.wall_seconds = time.perf_counter() - start
+    result.extra["connections_opened"] = opened
+    for connection in idle:
+        connection.close()
+    return result
+
+
+async def closed_loop(
+    name: str,
+    port: int,
+    requests: Sequence[bytes],
+    *,
+    clients: int,
+    duration: float,
+    warmup: float = 0.0,
+    total: int | None = None,
+) -> RunResult:
+    """Each client sends its next request as soon as the last is answered, for a duration or a total count."""
+    result = RunResult(name=name, mode=f"closed loop, {clients} clients", window=duration)
+    tickets: Iterator[int] = iter(range(total)) if total is not None else itertools.count()
+    cpu_before = time.process_time()
+    start = time.perf_counter()
+    measured_from, end = start + warmup, start + warmup + duration
+    last_answer = start
+
+    async def client(index: int, request: bytes) -> None:
+        nonlocal last_answer
+        # Clients arrive one after the other, as real ones do: connections opened all at once are mostly accepted
+        # by whichever uvicorn process wakes first, which would leave the other one idle for the whole run.
+        await asyncio.sleep(index * CONNECT_STAGGER_SECONDS)
+        connection = Connection(port)
+        try:
+            while (sent := time.perf_counter()) < end and next(tickets, None) is not None:
+                try:
+                    status = await connection.exchange(request)
+                except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+                    connection.close()
+                    result.exceptions[type(error).__name__] += 1
+                    continue
+                answered = time.perf_counter()
+                result.answered_total += 1
+                if measured_from <= sent and answered <= end:
+                    result.record(status, answered - sent, connection.body)
+                    last_answer = max(last_answer, answered)
+        finally:
+            connection.close()
+
+    tasks = [asyncio.create_task(client(index, requests[index % len(requests)])) for index in range(clients)]
+    await _finish(tasks, result, end=end)
+    result.cpu_seconds = time.process_time() - cpu_before
+    result.wall_seconds = time.perf_counter() - start
+    if total is not None:
+        # A counted run ends when the count is done: its window is the time it took.
+        result.window = last_answer - measured_from
+    return result
+
+
+def run(coroutine_factory: Callable[[], Any]) -> Any:
+    """Run a load coroutine on uvloop when it is installed (uvicorn[standard] brings it), else on asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine_factory())
+    return uvloop.run(coroutine_factory())

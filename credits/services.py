@@ -1,0 +1,94 @@
+"""Every change of a credit balance: each writes the balance and its ledger entry in one transaction."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from credits.errors import InsufficientCredits
+from credits.models import CreditAccount, CreditLedgerEntry
+from project.events import event_append
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from generation.models import Job
+
+logger = logging.getLogger(__name__)
+
+
+def credit_account_lock(*, user_id: int) -> CreditAccount:
+    """Return the user's account locked for this transaction, creating it at zero when missing."""
+    # get_or_create copes with two first requests racing to create the account; the lock then
+    # serialises every balance change of this user until the transaction ends.
+    CreditAccount.objects.get_or_create(user_id=user_id)
+    return CreditAccount.objects.select_for_update().get(user_id=user_id)
+
+
+def _ledger_append(
+    *,
+    account: CreditAccount,
+    kind: str,
+    amount: int,
+    job: Job | None = None,
+    note: str = "",
+    created_by: User | None = None,
+) -> CreditLedgerEntry:
+    account.balance += amount
+    account.save(update_fields=["balance", "updated_at"])
+    balance = account.balance
+    user_id = account.user_id
+    transaction.on_commit(
+        lambda: event_append(user_id=user_id, event="credits", data={"balance": balance}), robust=True
+    )
+    return CreditLedgerEntry.objects.create(
+        account=account,
+        kind=kind,
+        amount=amount,
+        balance_after=account.balance,
+        job=job,
+        note=note,
+        created_by=created_by,
+    )
+
+
+@transaction.atomic
+def credit_grant(*, user_id: int, amount: int, note: str = "", created_by: User | None = None) -> CreditLedgerEntry:
+    """Add credits to a user's account."""
+    if amount <= 0:
+        raise ValueError("a grant must be positive")
+    account = credit_account_lock(user_id=user_id)
+    entry = _ledger_append(
+        account=account, kind=CreditLedgerEntry.Kind.GRANT, amount=amount, note=note, created_by=created_by
+    )
+    logger.info("granted %d credits to user %s, balance %d", amount, user_id, account.balance)
+    return entry
+
+
+@transaction.atomic
+def credit_charge(*, job: Job) -> CreditLedgerEntry:
+    """Take a job's cost from its owner's account, or raise InsufficientCredits."""
+    account = credit_account_lock(user_id=job.user_id)
+    if account.balance < job.credit_cost:
+        raise InsufficientCredits(
+            _("This request costs %(cost)d credits and the balance is %(balance)d.")
+            % {"cost": job.credit_cost, "balance": account.balance},
+            extra={"cost": job.credit_cost, "balance": account.balance},
+        )
+    return _ledger_append(account=account, kind=CreditLedgerEntry.Kind.CHARGE, amount=-job.credit_cost, job=job)
+
+
+@transaction.atomic
+def credit_refund(*, job: Job, amount: int, note: str = "") -> CreditLedgerEntry | None:
+    """Give back part or all of a job's charge; a job is refunded at most once."""
+    if amount <= 0:
+        return None
+    account = credit_account_lock(user_id=job.user_id)
+    if CreditLedgerEntry.objects.filter(job=job, kind=CreditLedgerEntry.Kind.REFUND).exists():
+        return None
+    entry = _ledger_append(account=account, kind=CreditLedgerEntry.Kind.REFUND, amount=amount, job=job, note=note)
+    logger.info("refunded %d credits for job %s, balance %d", amount, job.id, account.balance)
+    return entry

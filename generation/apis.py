@@ -1,0 +1,193 @@
+"""REST endpoints for jobs and generations: an input serializer, one service or selector call, an output serializer."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.validators import URLValidator
+from django.db.models import QuerySet
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from generation.models import MAX_IMAGES_PER_JOB, Generation, Job
+from generation.providers.safe_fetch import is_public_address
+from generation.selectors import generation_list, job_get, job_list
+from generation.serializers import GenerationOutputSerializer, JobOutputSerializer
+from generation.services import image_job_create, job_cancel, video_job_create
+from project.serializers import StrictInputSerializer, caller_id
+
+ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4"]
+VIDEO_ASPECT_RATIOS = ["16:9", "9:16"]
+VIDEO_DURATIONS = [4, 6, 8]
+MAX_PROMPT_LENGTH = 2000
+MAX_REFERENCE_IMAGES = 4
+MAX_IDEMPOTENCY_KEY_LENGTH = 200
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="Send the same key again with the same body to get the first job back without a second charge.",
+)
+
+
+def refuse_local_hosts(url: str) -> None:
+    """Refuse URLs that name this machine or a private network outright; names are checked again when fetched."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        raise serializers.ValidationError(_("Local and private addresses are not allowed."))
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if not is_public_address(address) and not settings.FETCH_ALLOW_PRIVATE_ADDRESSES:
+        raise serializers.ValidationError(_("Local and private addresses are not allowed."))
+
+
+def public_url_field(**options: Any) -> serializers.CharField:
+    """A URL field that accepts http and https only, to public hosts: nothing else is ever fetched."""
+    # A CharField with one URL validator: DRF's URLField would add a second one and a second message.
+    return serializers.CharField(
+        max_length=2000,
+        validators=[
+            URLValidator(schemes=["http", "https"], message=_("Enter an http or https URL.")),
+            refuse_local_hosts,
+        ],
+        **options,
+    )
+
+
+def create_schema(
+    input_serializer: type[StrictInputSerializer], responses: dict[int, OpenApiResponse] | None = None
+) -> Any:
+    """The OpenAPI description of an endpoint that charges and queues a job."""
+    return extend_schema(
+        request=input_serializer,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={
+            202: JobOutputSerializer,
+            400: OpenApiResponse(description="Invalid fields"),
+            402: OpenApiResponse(description="Not enough credits"),
+            422: OpenApiResponse(description="Idempotency-Key reused with a different body"),
+            429: OpenApiResponse(description="Too many requests"),
+            **(responses or {}),
+        },
+    )
+
+
+class JobCreateApi(APIView):
+    """Validate, charge and queue a job through a service; answer 202 with the job at once."""
+
+    throttle_scope = "create"
+
+    def create(self, request: Request, serializer_class: type[StrictInputSerializer], service: Any) -> Response:
+        serializer = serializer_class(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        key = request.headers.get("Idempotency-Key", "")
+        if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise ValidationError({"Idempotency-Key": [_("At most 200 characters.")]})
+        job = service(user_id=caller_id(request), idempotency_key=key, **serializer.validated_data)
+        return Response(JobOutputSerializer(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ImageCreateApi(JobCreateApi):
+    """Charge and queue an image job; the answer comes at once, the images follow."""
+
+    @extend_schema_serializer(component_name="ImageRequest")
+    class InputSerializer(StrictInputSerializer):
+        prompt = serializers.CharField(max_length=MAX_PROMPT_LENGTH)
+        aspect_ratio = serializers.ChoiceField(choices=ASPECT_RATIOS, default="1:1")
+        quantity = serializers.IntegerField(min_value=1, max_value=MAX_IMAGES_PER_JOB, default=1)
+        image_urls = serializers.ListField(child=public_url_field(), max_length=MAX_REFERENCE_IMAGES, default=list)
+        project_id = serializers.CharField(max_length=100, allow_blank=True, default="")
+
+    @create_schema(InputSerializer)
+    def post(self, request: Request) -> Response:
+        return self.create(request, self.InputSerializer, image_job_create)
+
+
+class VideoCreateApi(JobCreateApi):
+    """Charge and queue a video; the answer comes at once with the job's place in the line."""
+
+    @extend_schema_serializer(component_name="VideoRequest")
+    class InputSerializer(StrictInputSerializer):
+        prompt = serializers.CharField(max_length=MAX_PROMPT_LENGTH)
+        aspect_ratio = serializers.ChoiceField(choices=VIDEO_ASPECT_RATIOS, default="16:9")
+        duration = serializers.ChoiceField(choices=VIDEO_DURATIONS, default=8)
+        start_frame = public_url_field(required=False, allow_blank=True, default="")
+        end_frame = public_url_field(required=False, allow_blank=True, default="")
+        negative_prompt = serializers.CharField(max_length=MAX_PROMPT_LENGTH, allow_blank=True, default="")
+        project_id = serializers.CharField(max_length=100, allow_blank=True, default="")
+
+    @create_schema(InputSerializer, {429: OpenApiResponse(description="Too many requests, or too many videos waiting")})
+    def post(self, request: Request) -> Response:
+        return self.create(request, self.InputSerializer, video_job_create)
+
+
+class JobCancelApi(APIView):
+    """Cancel one of the caller's unfinished jobs, with a refund per the cancel policy."""
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: JobOutputSerializer,
+            404: OpenApiResponse(description="Not the caller's job"),
+            409: OpenApiResponse(description="The job has already finished"),
+        },
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        job = job_cancel(job_id=job_id, user_id=caller_id(request))
+        return Response(JobOutputSerializer(job, context={"request": request}).data)
+
+
+class JobListApi(generics.ListAPIView):
+    """The caller's jobs, newest first."""
+
+    serializer_class = JobOutputSerializer
+
+    class FilterSerializer(StrictInputSerializer):
+        project_id = serializers.CharField(max_length=100, required=False)
+        status = serializers.ChoiceField(choices=Job.Status.choices, required=False)
+        kind = serializers.ChoiceField(choices=Job.Kind.choices, required=False)
+        limit = serializers.IntegerField(min_value=1, required=False)
+        offset = serializers.IntegerField(min_value=0, required=False)
+
+    @extend_schema(parameters=[FilterSerializer])
+    def get(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[Job]:
+        filters = self.FilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return job_list(user_id=caller_id(self.request), filters=filters.validated_data)
+
+
+class JobDetailApi(APIView):
+    """One of the caller's jobs; poll it when the event stream is not available."""
+
+    @extend_schema(responses={200: JobOutputSerializer, 404: OpenApiResponse(description="Not the caller's job")})
+    def get(self, request: Request, job_id: str) -> Response:
+        job = job_get(user_id=caller_id(request), job_id=job_id)
+        return Response(JobOutputSerializer(job, context={"request": request}).data)
+
+
+class GenerationListApi(generics.ListAPIView):
+    """The caller's generated files, newest first."""
+
+    serializer_class = GenerationOutputSerializer
+
+    @extend_schema(parameters=[OpenApiParameter("project_id", str, description="Only this project's files.")])
+    def get(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[Generation]:
+        return generation_list(
+            user_id=caller_id(self.request), project_id=self.request.query_params.get("project_id", "")
+        )

@@ -1,0 +1,114 @@
+"""Worker middleware: retries on a fixed schedule without jitter, and the video dispatcher's periodic tick."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dramatiq
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import Middleware
+
+logger = logging.getLogger(__name__)
+
+RetryHook = Callable[[MessageProxy, int, float, BaseException], None]
+ExhaustedHook = Callable[[MessageProxy, BaseException], None]
+
+
+class BackoffRetries(Middleware):
+    """Re-enqueue a failed message after the next delay of its actor's schedule; hand it over when none is left.
+
+    Actor options:
+      retry_delays: seconds before retry 1, 2, 3, ... (a sequence, or a callable returning one, read at each
+        failure so that settings apply without a restart); no retries when absent.
+      retry_when: exception types worth retrying (default: any exception).
+      on_retry: called as ``on_retry(message, attempt, delay, exception)`` before the message is re-enqueued.
+      on_retry_exhausted: called as ``on_retry_exhausted(message, exception)`` when the schedule is used up
+        or the exception is not retryable.
+
+    Dramatiq's stock Retries adds jitter that turns a 5 s backoff into anything from 5 to 10 s and has no
+    hook to record a retry on the job, which is why this replaces it.
+    """
+
+    actor_options = {"retry_delays", "retry_when", "on_retry", "on_retry_exhausted"}
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None, exception: Any = None
+    ) -> None:
+        if exception is None:
+            return
+        options = broker.get_actor(message.actor_name).options
+        delays = self._delays(options.get("retry_delays", ()))
+        attempt = int(message.options.get("retries", 0))
+        retryable = isinstance(exception, options.get("retry_when", Exception))
+        if not retryable or attempt >= len(delays):
+            logger.warning("message %s of %s failed for good: %r", message.message_id, message.actor_name, exception)
+            message.fail()
+            exhausted: ExhaustedHook | None = options.get("on_retry_exhausted")
+            if exhausted is not None:
+                exhausted(message, exception)
+            return
+        delay = delays[attempt]
+        message.options["retries"] = attempt + 1
+        on_retry: RetryHook | None = options.get("on_retry")
+        if on_retry is not None:
+            # The hook records the retry first: should the enqueue below fail, the job still says when it is due.
+            try:
+                on_retry(message, attempt + 1, delay, exception)
+            except Exception:
+                # The database may be down: the message is re-enqueued all the same, and its claim sorts it out.
+                logger.exception("could not record retry %d of message %s", attempt + 1, message.message_id)
+        logger.info("retrying message %s in %.1f s (retry %d)", message.message_id, delay, attempt + 1)
+        broker.enqueue(message.copy(), delay=int(delay * 1000))
+
+    @staticmethod
+    def _delays(option: Sequence[float] | Callable[[], Sequence[float]]) -> Sequence[float]:
+        return option() if callable(option) else option
+
+
+class Housekeeping(Middleware):
+    """Runs the periodic duties in each worker process: the video dispatcher's tick and the reconciler.
+
+    Job creation and finished generations wake the dispatcher at once; the tick (every ``VIDEO_DISPATCH_TICK``
+    seconds) is the safety net that resumes generations whose watcher died and starts videos whose retry
+    became due. Every ``RECONCILE_INTERVAL`` seconds one process of the cluster runs the reconciler, which
+    re-sends jobs whose message was lost and recovers image jobs whose worker died.
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._tick, name="housekeeping", daemon=True)
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _tick(self) -> None:
+        from django.conf import settings
+        from django.db import close_old_connections
+
+        from generation.reconciler import reconcile_once_across_the_cluster
+        from generation.video_queue import video_dispatch
+
+        next_reconcile = time.monotonic() + settings.RECONCILE_INTERVAL
+        while not self._stop.wait(settings.VIDEO_DISPATCH_TICK):
+            try:
+                if time.monotonic() >= next_reconcile:
+                    next_reconcile = time.monotonic() + settings.RECONCILE_INTERVAL
+                    reconcile_once_across_the_cluster()
+                else:
+                    video_dispatch()
+            except Exception:
+                # Redis or the database may be down for a while; the next tick tries again.
+                logger.exception("housekeeping tick failed; trying again at the next tick")
+            finally:
+                close_old_connections()

@@ -1,0 +1,119 @@
+"""Jobs (one request for images or a video) and the files they generate."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
+
+MAX_IMAGES_PER_JOB = 4
+
+
+class Job(models.Model):
+    """One generation request: what was asked, what it cost, where it stands and what it produced."""
+
+    class Kind(models.TextChoices):
+        IMAGE = "image", _("Image")
+        VIDEO = "video", _("Video")
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        PROCESSING = "processing", _("Processing")
+        COMPLETED = "completed", _("Completed")
+        FAILED = "failed", _("Failed")
+        CANCELED = "canceled", _("Canceled")
+
+    FINISHED_STATUSES = (Status.COMPLETED, Status.FAILED, Status.CANCELED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs", verbose_name=_("user")
+    )
+    kind = models.CharField(_("kind"), max_length=8, choices=Kind.choices)
+    status = models.CharField(_("status"), max_length=12, choices=Status.choices, default=Status.QUEUED)
+    project_id = models.CharField(_("project id"), max_length=100, blank=True, db_index=True)
+    prompt = models.TextField(_("prompt"))
+    params = models.JSONField(_("parameters"), default=dict, blank=True)
+    quantity = models.PositiveSmallIntegerField(_("quantity"), default=1)
+    result_count = models.PositiveSmallIntegerField(_("results delivered"), default=0)
+    result_urls = models.JSONField(_("result URLs"), default=list, blank=True)
+    credit_cost = models.PositiveIntegerField(_("credit cost"))
+    retries = models.PositiveSmallIntegerField(_("retries"), default=0)
+    next_run_at = models.DateTimeField(_("next run at"), null=True, blank=True)
+    lease_expires_at = models.DateTimeField(_("lease expires at"), null=True, blank=True)
+    error_code = models.CharField(_("error code"), max_length=64, blank=True)
+    error_message = models.TextField(_("error message"), blank=True)
+    operation_name = models.CharField(_("provider operation"), max_length=300, blank=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=200, blank=True)
+    request_hash = models.CharField(_("request fingerprint"), max_length=64, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("job")
+        verbose_name_plural = _("jobs")
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="job_user_recent"),
+            models.Index(fields=["status", "kind", "created_at"], name="job_status_kind_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantity__gte=1, quantity__lte=MAX_IMAGES_PER_JOB), name="job_quantity_in_range"
+            ),
+            models.CheckConstraint(condition=Q(result_count__lte=F("quantity")), name="job_results_within_quantity"),
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "processing", "completed", "failed", "canceled"]),
+                name="job_status_valid",
+            ),
+            models.CheckConstraint(condition=Q(kind__in=["image", "video"]), name="job_kind_valid"),
+            # One job per key and user, whatever races the API: a retried request finds the first job.
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"], condition=~Q(idempotency_key=""), name="job_idempotency_key_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.id}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED_STATUSES
+
+    @property
+    def unit_cost(self) -> int:
+        """What one result costs: the charge is spread evenly over the quantity."""
+        return self.credit_cost // self.quantity
+
+
+def generation_upload_to(instance: Generation, filename: str) -> str:
+    return f"generations/{instance.user_id}/{instance.job_id}/{filename}"
+
+
+class Generation(models.Model):
+    """One generated file of a job."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="generations", verbose_name=_("job"))
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="generations", verbose_name=_("user")
+    )
+    index = models.PositiveSmallIntegerField(_("index"))
+    file = models.FileField(_("file"), upload_to=generation_upload_to, max_length=300)
+    mime_type = models.CharField(_("MIME type"), max_length=100)
+    size = models.PositiveBigIntegerField(_("size in bytes"))
+    prompt = models.TextField(_("prompt"))
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("generation")
+        verbose_name_plural = _("generations")
+        ordering = ["-created_at", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="generation_once_per_job_index")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} #{self.index}"

@@ -1,0 +1,152 @@
+"""Fetching a user-supplied URL from public internet addresses only, with its size, type and time bounded.
+
+A URL a user gives must not reach the service's own network: loopback, private, link-local, CGNAT and cloud
+metadata addresses are refused, for the URL and for every redirect, which is followed by hand.
+
+The check and the connection use the same DNS answer. Were urllib3 left to resolve the name again when connecting,
+a name could answer a public address to the check and a private one a moment later (DNS rebinding). requests has no
+option for the address it connects to, so ``_PinnedAdapter`` resolves and checks the host itself, asks urllib3 for
+a connection pool on the checked IP, and keeps the host name where it is still needed: in the ``Host`` header, and
+as urllib3's ``server_hostname``, which TLS uses for SNI and for verifying the certificate. Proxies from the
+environment are ignored, since a proxy would resolve the name itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, cast
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest
+from urllib3.connectionpool import ConnectionPool
+
+from generation.providers.base import PermanentProviderError, TransientProviderError
+from generation.providers.http import read_limited
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+MAX_REDIRECTS = 3
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# IPv6 ranges ending in an IPv4 address that Python 3.11 counts as global: NAT64 and the deprecated IPv4-compatible.
+_IPV4_EMBEDDING_NETWORKS = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"))
+
+
+def fetch_public(
+    url: str, *, max_bytes: int, allowed_types: tuple[str, ...] = ("image/",), timeout: float
+) -> tuple[bytes, str]:
+    """Download ``url`` from a public address and return its bytes and MIME type, or raise a typed provider error."""
+    with requests.Session() as session:
+        # A proxy would resolve the host name itself, out of reach of the address check.
+        session.trust_env = False
+        adapter = _PinnedAdapter()
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        for _ in range(MAX_REDIRECTS + 1):
+            if urlsplit(url).scheme.lower() not in _DEFAULT_PORTS:
+                raise PermanentProviderError(f"Only http and https URLs are fetched, not {url}.", code="url_refused")
+            with _transport_errors(url), _get(session, url, timeout) as response:
+                location = response.headers.get("Location")
+                if response.status_code not in _REDIRECT_STATUSES or not location:
+                    return _read(response, url=url, max_bytes=max_bytes, allowed_types=allowed_types)
+            url = urljoin(url, location)
+    raise PermanentProviderError(f"The URL redirected more than {MAX_REDIRECTS} times.", code="url_refused")
+
+
+def resolve_public(host: str, port: int) -> IPAddress:
+    """Resolve ``host`` and return the address to connect to, refusing the host if any of its addresses is not public.
+
+    ``FETCH_ALLOW_PRIVATE_ADDRESSES`` turns the refusal off, for local development and tests whose servers listen on
+    127.0.0.1.
+    """
+    try:
+        answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise TransientProviderError(f"The host {host} could not be resolved.", code="url_unavailable") from error
+    addresses = [ipaddress.ip_address(answer[4][0]) for answer in answers]
+    if not getattr(settings, "FETCH_ALLOW_PRIVATE_ADDRESSES", False) and not all(map(is_public_address, addresses)):
+        raise PermanentProviderError(f"The host {host} is not on a public address.", code="url_refused")
+    return addresses[0]
+
+
+def is_public_address(address: IPAddress) -> bool:
+    """Whether ``address`` is a unicast address on the public internet, judging an embedded IPv4 address by itself."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and any(address in network for network in _IPV4_EMBEDDING_NETWORKS):
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return is_public_address(embedded)
+    # Private covers loopback, link-local (169.254.169.254 among them), unique-local (fd00:ec2::254), reserved and
+    # unspecified; is_global also leaves out CGNAT. Python 3.11 still counts multicast as global.
+    return address.is_global and not address.is_multicast
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """A transport adapter that connects to the address it checked for a host, never to a fresh DNS answer."""
+
+    def get_connection_with_tls_context(
+        self,
+        request: PreparedRequest,
+        verify: bool | str | None,
+        proxies: Mapping[str, str] | None = None,
+        cert: tuple[str, str] | str | None = None,
+    ) -> ConnectionPool:
+        host_params, key_attributes = self.build_connection_pool_key_attributes(
+            request, True if verify is None else verify, cert
+        )
+        scheme, host = host_params["scheme"], host_params["host"]
+        address = resolve_public(host, host_params["port"] or _DEFAULT_PORTS[scheme])
+        pool_kwargs: dict[str, Any] = dict(key_attributes)
+        if scheme == "https":
+            pool_kwargs["server_hostname"] = host
+        return self.poolmanager.connection_from_host(
+            host=str(address), port=host_params["port"], scheme=scheme, pool_kwargs=pool_kwargs
+        )
+
+    def add_headers(self, request: PreparedRequest, **kwargs: Any) -> None:
+        # The connection is made to an IP address, which urllib3 would otherwise name in the Host header.
+        request.headers["Host"] = urlsplit(cast(str, request.url)).netloc.rpartition("@")[2]
+
+
+@contextmanager
+def _transport_errors(url: str) -> Iterator[None]:
+    try:
+        yield
+    except requests.exceptions.InvalidURL as error:
+        raise PermanentProviderError(f"The URL {url} is not valid.", code="url_refused") from error
+    except requests.RequestException as error:
+        raise TransientProviderError(
+            f"The URL {url} could not be fetched ({type(error).__name__}).", code="url_unavailable"
+        ) from error
+
+
+def _get(session: requests.Session, url: str, timeout: float) -> requests.Response:
+    # Images are compressed already; asking for identity keeps the byte cap on what the server sends.
+    return session.get(
+        url, timeout=timeout, stream=True, allow_redirects=False, headers={"Accept-Encoding": "identity"}
+    )
+
+
+def _read(
+    response: requests.Response, *, url: str, max_bytes: int, allowed_types: tuple[str, ...]
+) -> tuple[bytes, str]:
+    status = response.status_code
+    if status >= 500 or status in (408, 429):
+        raise TransientProviderError(f"The URL {url} answered HTTP {status}.", code="url_unavailable")
+    if not 200 <= status < 300:
+        raise PermanentProviderError(f"The URL {url} answered HTTP {status}.", code="url_unavailable")
+    mime_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if not mime_type.startswith(allowed_types):
+        raise PermanentProviderError(f"The URL {url} holds {mime_type or 'an untyped body'}.", code="url_wrong_type")
+    declared = response.headers.get("Content-Length", "")
+    content = None if declared.isdigit() and int(declared) > max_bytes else read_limited(response, max_bytes)
+    if content is None:
+        raise PermanentProviderError(f"The URL {url} holds more than {max_bytes} bytes.", code="url_too_large")
+    return content, mime_type

@@ -1,0 +1,66 @@
+"""The reconciler: finds jobs that lost their broker message or their worker, and sets them going again."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from generation import services
+from generation.models import Job
+from generation.slots import SingleRunner
+from generation.video_queue import video_dispatch
+from project.connections import redis_client
+
+logger = logging.getLogger(__name__)
+
+# At most this many jobs are handled in one pass, so that a large backlog is worked through in bounded steps.
+BATCH = 500
+
+
+@dataclass
+class Reconciled:
+    """What one pass did."""
+
+    redispatched: int = 0
+    recovered: int = 0
+    failed: int = 0
+
+
+def jobs_reconcile() -> Reconciled:
+    """Re-send due jobs untouched for ``RECONCILE_AFTER`` seconds and recover image jobs whose lease ran out."""
+    done = Reconciled()
+    now = timezone.now()
+    untouched = now - timedelta(seconds=settings.RECONCILE_AFTER)
+    lost = Job.objects.filter(kind=Job.Kind.IMAGE, status=Job.Status.QUEUED, updated_at__lt=untouched).filter(
+        Q(next_run_at__isnull=True) | Q(next_run_at__lt=untouched)
+    )
+    for job in lost.order_by("created_at")[:BATCH]:
+        # Touching the row first means the next pass waits another RECONCILE_AFTER before sending again;
+        # a duplicate message is harmless anyway, since only one claim can succeed.
+        if Job.objects.filter(id=job.id, status=Job.Status.QUEUED, updated_at=job.updated_at).update(updated_at=now):
+            services.job_dispatch(job=job)
+            done.redispatched += 1
+    abandoned = Job.objects.filter(kind=Job.Kind.IMAGE, status=Job.Status.PROCESSING, lease_expires_at__lt=now)
+    for job in abandoned.order_by("lease_expires_at")[:BATCH]:
+        if services.job_recover(job=job):
+            done.recovered += 1
+        else:
+            done.failed += 1
+    # Videos: the dispatcher starts waiting ones in order and resumes generations whose watcher died.
+    video_dispatch()
+    if done.redispatched or done.recovered or done.failed:
+        logger.warning("reconciler: %s", done)
+    return done
+
+
+def reconcile_once_across_the_cluster() -> None:
+    """Run a reconciler pass unless another worker process is running one right now."""
+    # Renewed while a pass runs, the lock of a worker that died mid-pass runs out before the next pass is due.
+    SingleRunner(
+        client=redis_client(), key=f"{settings.REDIS_KEY_PREFIX}:reconciler", lock_seconds=settings.RECONCILE_INTERVAL
+    ).run(jobs_reconcile)

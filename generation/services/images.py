@@ -1,0 +1,39 @@
+"""Writes specific to image jobs."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+
+from generation.models import Job
+from generation.services.jobs import job_open
+
+logger = logging.getLogger(__name__)
+
+
+@transaction.atomic
+def image_job_create(
+    *,
+    user_id: int,
+    prompt: str,
+    aspect_ratio: str,
+    quantity: int,
+    image_urls: list[str],
+    project_id: str = "",
+    idempotency_key: str = "",
+) -> Job:
+    """Charge the user for the images and queue the job, in one transaction."""
+    job = job_open(
+        idempotency_key=idempotency_key,
+        user_id=user_id,
+        kind=Job.Kind.IMAGE,
+        prompt=prompt,
+        params={"aspect_ratio": aspect_ratio, "image_urls": image_urls},
+        quantity=quantity,
+        credit_cost=quantity * settings.CREDITS_PER_IMAGE,
+        project_id=project_id,
+    )
+    logger.info("job %s queued: %d image(s) for user %s, %d credits", job.id, quantity, user_id, job.credit_cost)
+    return job

@@ -1,0 +1,326 @@
+"""Writes shared by every kind of job: dispatch, claim, record results, retry, complete, fail."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from credits.services import credit_account_lock, credit_charge, credit_refund
+from generation.errors import IdempotencyKeyReused, JobAlreadyFinished, JobNotFound
+from generation.models import Generation, Job
+from generation.providers.base import GeneratedFile
+from generation.serializers import job_snapshot
+from project.events import event_append
+
+logger = logging.getLogger(__name__)
+
+# Broker timers and the database clock are read on different machines: a retry message that
+# arrives this much before the job's next_run_at still counts as on time.
+_CLAIM_EARLY_TOLERANCE = timedelta(seconds=1)
+
+
+def job_dispatch(*, job: Job, delay: float = 0) -> None:
+    """Wake a worker for the job once the current transaction commits (after ``delay`` seconds); the message
+    carries only the id."""
+    # Imported here because the actors module imports these services.
+    from generation.actors import dispatch_videos, generate_images
+
+    # Dramatiq puts any delay that is not None, 0 included, on the delay queue: no delay must be None.
+    delay_ms = int(delay * 1000) or None
+
+    def send() -> None:
+        if job.kind == Job.Kind.VIDEO:
+            # Videos start in order through the dispatcher, never directly.
+            dispatch_videos.send_with_options(delay=delay_ms)
+        else:
+            generate_images.send_with_options(args=(str(job.id),), retries=job.retries, delay=delay_ms)
+
+    # robust: a broker that is down must not turn an accepted, charged request into an error;
+    # the job stays queued in the database, which is the source of truth.
+    transaction.on_commit(send, robust=True)
+
+
+def _request_hash(fields: dict[str, Any]) -> str:
+    # What the client asked for, not what it costs: a price change must not make a retry look different.
+    asked = {name: value for name, value in fields.items() if name not in ("user_id", "credit_cost")}
+    return hashlib.sha256(json.dumps(asked, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def job_open(*, idempotency_key: str = "", admit: Callable[[], None] | None = None, **fields: Any) -> Job:
+    """Insert a job, charge its owner for it and wake a worker after commit; call it inside the creating transaction.
+
+    With an idempotency key already used by the same user, the first job comes back and nothing is charged;
+    otherwise ``admit`` may refuse the request by raising, before anything is written.
+    """
+    # The account lock serialises this user's requests: the key lookup below and the charge cannot race.
+    credit_account_lock(user_id=fields["user_id"])
+    request_hash = _request_hash(fields)
+    if idempotency_key:
+        earlier = Job.objects.filter(user_id=fields["user_id"], idempotency_key=idempotency_key).first()
+        if earlier is not None:
+            if earlier.request_hash != request_hash:
+                raise IdempotencyKeyReused()
+            return earlier
+    if admit is not None:
+        admit()
+    job = Job.objects.create(idempotency_key=idempotency_key, request_hash=request_hash, **fields)
+    credit_charge(job=job)
+    job_dispatch(job=job)
+    job_changed(job_id=job.id)
+    return job
+
+
+def job_changed(*, job_id: UUID | str) -> None:
+    """Tell the job's owner about its new state once the change commits."""
+
+    def publish() -> None:
+        job = Job.objects.filter(id=job_id).first()
+        if job is not None:
+            event_append(user_id=job.user_id, event="job", data=job_snapshot(job))
+
+    transaction.on_commit(publish, robust=True)
+
+
+def video_positions_changed() -> None:
+    """Tell every waiting video's owner its new place in the line once the change commits."""
+
+    def publish() -> None:
+        queued = list(Job.objects.filter(kind=Job.Kind.VIDEO, status=Job.Status.QUEUED).order_by("created_at", "id"))
+        positions: dict[object, int] = {job.id: place for place, job in enumerate(queued, start=1)}
+        for job in queued:
+            event_append(user_id=job.user_id, event="job", data=job_snapshot(job, positions=positions))
+
+    transaction.on_commit(publish, robust=True)
+
+
+def job_claim(*, job_id: UUID | str) -> Job | None:
+    """Take a due queued job (or one whose worker's lease ran out) for this worker; None when not ours to run."""
+    now = timezone.now()
+    due = Q(status=Job.Status.QUEUED) & (Q(next_run_at__isnull=True) | Q(next_run_at__lte=now + _CLAIM_EARLY_TOLERANCE))
+    abandoned = Q(status=Job.Status.PROCESSING, lease_expires_at__lt=now)
+    # One conditional UPDATE: of two workers holding the same message, only one sees a row changed.
+    claimed = Job.objects.filter(due | abandoned, id=job_id).update(
+        status=Job.Status.PROCESSING,
+        started_at=Coalesce("started_at", now),
+        lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
+        next_run_at=None,
+        updated_at=now,
+    )
+    if not claimed:
+        return None
+    logger.info("job %s claimed", job_id)
+    job_changed(job_id=job_id)
+    return Job.objects.get(id=job_id)
+
+
+def job_missing_indexes(*, job: Job) -> list[int]:
+    """The result indexes of a job that have not been delivered yet."""
+    delivered = set(job.generations.values_list("index", flat=True))
+    return [index for index in range(job.quantity) if index not in delivered]
+
+
+def generation_record(*, job_id: UUID | str, index: int, result: GeneratedFile) -> Generation | None:
+    """Store one result and count it on the job; None when the job is no longer processing (stop working on it)."""
+    job = Job.objects.get(id=job_id)
+    name = default_storage.save(
+        f"generations/{job.user_id}/{job.id}/{index}.{result.extension}", ContentFile(result.content)
+    )
+    with transaction.atomic():
+        # The row lock orders concurrent deliveries for the same job, so the count and the URL list stay exact.
+        job = Job.objects.select_for_update().get(id=job_id)
+        if job.status != Job.Status.PROCESSING or job.generations.filter(index=index).exists():
+            transaction.on_commit(lambda: default_storage.delete(name))
+            return None
+        generation = Generation.objects.create(
+            job=job,
+            user_id=job.user_id,
+            index=index,
+            file=name,
+            mime_type=result.mime_type,
+            size=len(result.content),
+            prompt=job.prompt,
+        )
+        job.result_count += 1
+        job.result_urls = [*job.result_urls, default_storage.url(name)]
+        job.lease_expires_at = timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+        job.save(update_fields=["result_count", "result_urls", "lease_expires_at", "updated_at"])
+    logger.info("job %s delivered result %d of %d", job.id, job.result_count, job.quantity)
+    job_changed(job_id=job.id)
+    return generation
+
+
+def job_complete(*, job_id: UUID | str) -> bool:
+    """Mark a processing job completed; False when it had already left processing."""
+    now = timezone.now()
+    completed = Job.objects.filter(id=job_id, status=Job.Status.PROCESSING).update(
+        status=Job.Status.COMPLETED,
+        finished_at=now,
+        lease_expires_at=None,
+        error_code="",
+        error_message="",
+        updated_at=now,
+    )
+    if completed:
+        logger.info("job %s completed", job_id)
+        job_changed(job_id=job_id)
+    return bool(completed)
+
+
+def job_retry_schedule(*, job_id: UUID | str, retries: int, delay: float, error_code: str, error_message: str) -> bool:
+    """Put a processing job back in the queue until its next attempt is due; False when it is no longer processing."""
+    now = timezone.now()
+    scheduled = Job.objects.filter(id=job_id, status=Job.Status.PROCESSING).update(
+        status=Job.Status.QUEUED,
+        retries=retries,
+        next_run_at=now + timedelta(seconds=delay),
+        lease_expires_at=None,
+        error_code=error_code,
+        error_message=error_message,
+        updated_at=now,
+    )
+    if scheduled:
+        job_changed(job_id=job_id)
+        logger.warning("job %s: retry %d in %.1f s after %s: %s", job_id, retries, delay, error_code, error_message)
+    return bool(scheduled)
+
+
+def job_recover(*, job: Job) -> bool:
+    """Put a job whose worker stopped renewing its lease back in line for its next retry, or fail it with a
+    refund when no retry is left; True when it was put back."""
+    delays = settings.IMAGE_RETRY_DELAYS
+    message = "The worker handling this job stopped responding."
+    if job.retries >= len(delays):
+        job_fail(job_id=job.id, error_code="worker_lost", error_message=message)
+        return False
+    now = timezone.now()
+    delay = delays[job.retries]
+    # Conditional on the lease still being expired: a worker that renewed it meanwhile keeps its job.
+    recovered = Job.objects.filter(id=job.id, status=Job.Status.PROCESSING, lease_expires_at__lt=now).update(
+        status=Job.Status.QUEUED,
+        retries=job.retries + 1,
+        next_run_at=now + timedelta(seconds=delay),
+        lease_expires_at=None,
+        error_code="worker_lost",
+        error_message=message,
+        updated_at=now,
+    )
+    if recovered:
+        job.retries += 1
+        job_dispatch(job=job, delay=delay)
+        job_changed(job_id=job.id)
+        logger.warning("job %s lost its worker; retry %d in %.1f s", job.id, job.retries, delay)
+    return True
+
+
+def _job_lock(*, job_id: UUID | str, user_id: int | None = None) -> Job | None:
+    """Lock the job's owner's credit account, then the job; None when no such job (of that user) exists."""
+    owners = Job.objects.filter(id=job_id)
+    if user_id is not None:
+        owners = owners.filter(user_id=user_id)
+    owner_id = owners.values_list("user_id", flat=True).first()
+    if owner_id is None:
+        return None
+    # Lock order everywhere: the credit account, then the job.
+    credit_account_lock(user_id=owner_id)
+    return Job.objects.select_for_update().get(id=job_id)
+
+
+def _job_finish(*, job: Job, status: str, error_code: str, error_message: str, refund: int, note: str) -> None:
+    """End a locked, unfinished job in a final status and refund ``refund`` credits, once."""
+    was_waiting_video = job.kind == Job.Kind.VIDEO and job.status == Job.Status.QUEUED
+    job.status = status
+    job.finished_at = timezone.now()
+    job.lease_expires_at = None
+    job.next_run_at = None
+    job.error_code = error_code
+    job.error_message = error_message
+    job.save()
+    credit_refund(job=job, amount=refund, note=note)
+    job_changed(job_id=job.id)
+    if was_waiting_video:
+        video_positions_changed()
+
+
+@transaction.atomic
+def job_fail(*, job_id: UUID | str, error_code: str, error_message: str) -> Job | None:
+    """End an unfinished job as failed and refund what it did not deliver; None when it had already finished."""
+    job = _job_lock(job_id=job_id)
+    if job is None or job.is_finished:
+        return None
+    undelivered = job.quantity - job.result_count
+    _job_finish(
+        job=job,
+        status=Job.Status.FAILED,
+        error_code=error_code,
+        error_message=error_message,
+        refund=undelivered * job.unit_cost,
+        note=f"{undelivered} of {job.quantity} undelivered",
+    )
+    logger.warning("job %s failed (%s): %s; %d result(s) refunded", job.id, error_code, error_message, undelivered)
+    return job
+
+
+def job_cancel_refund(*, job: Job) -> int:
+    """What a cancel gives back: every undelivered result, except half of a video already generating.
+
+    A video that has started costs the service at the provider whether or not it is kept, so canceling it
+    mid-generation refunds half its price; anything that has not reached the provider is refunded in full.
+    """
+    undelivered = (job.quantity - job.result_count) * job.unit_cost
+    if job.kind == Job.Kind.VIDEO and job.operation_name:
+        return undelivered // 2
+    return undelivered
+
+
+@transaction.atomic
+def job_cancel(*, job_id: UUID | str, user_id: int) -> Job:
+    """Cancel the user's unfinished job and refund per the cancel policy; a generating video is stopped too."""
+    job = _job_lock(job_id=job_id, user_id=user_id)
+    if job is None:
+        raise JobNotFound()
+    if job.is_finished:
+        raise JobAlreadyFinished()
+    refund = job_cancel_refund(job=job)
+    operation_name = job.operation_name
+    _job_finish(
+        job=job,
+        status=Job.Status.CANCELED,
+        error_code="canceled",
+        error_message="Canceled by the user.",
+        refund=refund,
+        note="canceled",
+    )
+    if operation_name:
+        # The watcher sees the job leave processing at its next poll and frees the slot; the provider is
+        # asked to stop too, where it allows it.
+        from generation.actors import cancel_video_operation
+
+        transaction.on_commit(lambda: cancel_video_operation.send(operation_name), robust=True)
+    logger.info("job %s canceled by its owner; %d credits refunded", job.id, refund)
+    return job
+
+
+@transaction.atomic
+def job_retry_now(*, job_id: UUID | str) -> Job:
+    """Make a queued job due at once and wake a worker for it (an operator's "retry now")."""
+    job = Job.objects.select_for_update().get(id=job_id)
+    if job.is_finished:
+        raise JobAlreadyFinished()
+    if job.status == Job.Status.QUEUED:
+        job.next_run_at = None
+        job.save(update_fields=["next_run_at", "updated_at"])
+    job_dispatch(job=job)
+    return job

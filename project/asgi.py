@@ -1,0 +1,11 @@
+"""ASGI entry point: uvicorn serves the API, the admin and the event stream from here."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+application = get_asgi_application()

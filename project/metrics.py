@@ -1,0 +1,256 @@
+"""``GET /metrics``: the service's state for Prometheus, read from the database and Redis at each scrape.
+
+Nothing is counted in process memory: every web process answers with the same cluster-wide numbers, so a
+scrape may land on any of them. Dramatiq's own per-message metrics come from its Prometheus middleware in
+the worker processes, on a port of their own.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any, cast
+
+import dramatiq
+import redis
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.db.models import Count, Sum
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import dq_name, xq_name
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from credits.models import CreditLedgerEntry
+from generation import actors  # noqa: F401  (importing the actors declares their queues on the broker)
+from generation.models import Job
+from generation.slots import video_slots
+from project.connections import redis_client
+from project.events import stream_client_name
+
+logger = logging.getLogger(__name__)
+
+# Timings are computed at scrape time over the jobs completed in the last hour.
+TIMING_WINDOW = timedelta(hours=1)
+# Only jobs created this recently are read, so that a scrape walks an index range instead of every job
+# ever completed; a job that took longer than this to complete is left out of the timings.
+TIMING_LOOKBACK = timedelta(days=1)
+QUANTILES = (0.5, 0.95)
+
+_TIMING_SQL = f"""
+SELECT kind,
+       count(*),
+       avg(duration),
+       percentile_cont(%(quantiles)s::float8[]) WITHIN GROUP (ORDER BY duration),
+       avg(wait),
+       percentile_cont(%(quantiles)s::float8[]) WITHIN GROUP (ORDER BY wait)
+FROM (
+    SELECT kind,
+           extract(epoch FROM finished_at - started_at)::float8 AS duration,
+           extract(epoch FROM started_at - created_at)::float8 AS wait
+    FROM {Job._meta.db_table}
+    WHERE status = %(status)s
+      AND started_at IS NOT NULL
+      AND finished_at >= now() - %(window)s
+      AND created_at >= now() - %(lookback)s
+) AS recent
+GROUP BY kind
+"""
+
+
+def _job_metrics() -> Iterator[Metric]:
+    jobs = GaugeMetricFamily("genservice_jobs", "Jobs by kind and status.", labels=["kind", "status"])
+    retries = CounterMetricFamily(
+        "genservice_job_retries", "Retries scheduled, summed over every job (Job.retries).", labels=["kind"]
+    )
+    # Every kind and status appears, at zero too, so that a series does not vanish when its last job moves on.
+    counts = {(kind, status): 0 for kind in Job.Kind.values for status in Job.Status.values}
+    retry_totals = dict.fromkeys(Job.Kind.values, 0)
+    for row in Job.objects.values("kind", "status").annotate(jobs=Count("id"), retries=Sum("retries")):
+        counts[row["kind"], row["status"]] = row["jobs"]
+        retry_totals[row["kind"]] += row["retries"]
+    for (kind, status), count in counts.items():
+        jobs.add_metric([kind, status], count)
+    for kind, total in retry_totals.items():
+        retries.add_metric([kind], total)
+    yield jobs
+    yield retries
+
+
+def _timing_metrics() -> Iterator[Metric]:
+    # A histogram would need every worker to record into shared state; the jobs table already holds each
+    # duration, so the window's mean and quantiles are computed there and exposed as gauges.
+    completed = GaugeMetricFamily(
+        "genservice_jobs_completed_last_hour",
+        "Jobs completed in the last hour: the sample behind the timings.",
+        labels=["kind"],
+    )
+    duration = GaugeMetricFamily(
+        "genservice_job_duration_seconds",
+        "Quantiles of the time from start to completion, over the jobs completed in the last hour.",
+        labels=["kind", "quantile"],
+    )
+    duration_mean = GaugeMetricFamily(
+        "genservice_job_duration_mean_seconds",
+        "Mean time from start to completion, over the jobs completed in the last hour.",
+        labels=["kind"],
+    )
+    wait = GaugeMetricFamily(
+        "genservice_job_wait_seconds",
+        "Quantiles of the time from request to start, over the jobs completed in the last hour.",
+        labels=["kind", "quantile"],
+    )
+    wait_mean = GaugeMetricFamily(
+        "genservice_job_wait_mean_seconds",
+        "Mean time from request to start, over the jobs completed in the last hour.",
+        labels=["kind"],
+    )
+    params: dict[str, Any] = {
+        "quantiles": list(QUANTILES),
+        "status": Job.Status.COMPLETED,
+        "window": TIMING_WINDOW,
+        "lookback": TIMING_LOOKBACK,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_TIMING_SQL, params)
+        rows = {row[0]: row[1:] for row in cursor.fetchall()}
+    for kind in Job.Kind.values:
+        completed.add_metric([kind], rows[kind][0] if kind in rows else 0)
+    for kind, (_count, mean_duration, duration_quantiles, mean_wait, wait_quantiles) in rows.items():
+        duration_mean.add_metric([kind], mean_duration)
+        wait_mean.add_metric([kind], mean_wait)
+        for quantile, seconds in zip(QUANTILES, duration_quantiles, strict=True):
+            duration.add_metric([kind, f"{quantile:g}"], seconds)
+        for quantile, seconds in zip(QUANTILES, wait_quantiles, strict=True):
+            wait.add_metric([kind, f"{quantile:g}"], seconds)
+    yield from (completed, duration, duration_mean, wait, wait_mean)
+
+
+def _refund_metrics() -> Iterator[Metric]:
+    refunds = CounterMetricFamily("genservice_refunds", "Refunds in the credit ledger, by job kind.", labels=["kind"])
+    credits = CounterMetricFamily(
+        "genservice_refunded_credits", "Credits given back by refunds, by job kind.", labels=["kind"]
+    )
+    totals = dict.fromkeys(Job.Kind.values, (0, 0))
+    rows = (
+        CreditLedgerEntry.objects.filter(kind=CreditLedgerEntry.Kind.REFUND)
+        .values("job__kind")
+        .annotate(refunds=Count("id"), credits=Sum("amount"))
+    )
+    for row in rows:
+        totals[row["job__kind"]] = (row["refunds"], row["credits"])
+    for kind, (count, amount) in totals.items():
+        refunds.add_metric([kind], count)
+        credits.add_metric([kind], amount)
+    yield refunds
+    yield credits
+
+
+def _database_metrics() -> Iterator[Metric]:
+    yield from _job_metrics()
+    yield from _timing_metrics()
+    yield from _refund_metrics()
+
+
+def _queue_metrics() -> Iterator[Metric]:
+    depth = GaugeMetricFamily(
+        "genservice_queue_depth",
+        "Messages waiting in a Dramatiq queue for a worker to fetch them; NAME.DQ holds delayed messages (retries).",
+        labels=["queue"],
+    )
+    unacked = GaugeMetricFamily(
+        "genservice_queue_messages",
+        "Messages of a Dramatiq queue not acknowledged yet: waiting, running, or fetched and held by a worker "
+        "until due (delayed messages leave NAME.DQ at once but stay counted here).",
+        labels=["queue"],
+    )
+    dead = GaugeMetricFamily(
+        "genservice_queue_dead_letters", "Messages of a Dramatiq queue that failed for good.", labels=["queue"]
+    )
+    # The project's broker is always the Redis broker; its key layout is documented in its dispatch.lua.
+    broker = cast(RedisBroker, dramatiq.get_broker())
+    readings: list[tuple[GaugeMetricFamily, str]] = []
+    with broker.client.pipeline(transaction=False) as pipe:
+        for queue in sorted(broker.get_declared_queues()):
+            for name in (queue, dq_name(queue)):
+                pipe.llen(f"{broker.namespace}:{name}")
+                readings.append((depth, name))
+                pipe.hlen(f"{broker.namespace}:{name}.msgs")
+                readings.append((unacked, name))
+            pipe.zcard(f"{broker.namespace}:{xq_name(queue)}")
+            readings.append((dead, queue))
+        for (family, label), value in zip(readings, pipe.execute(), strict=True):
+            family.add_metric([label], value)
+    yield from (depth, unacked, dead)
+
+
+def _redis_metrics() -> Iterator[Metric]:
+    yield from _queue_metrics()
+    yield GaugeMetricFamily(
+        "genservice_video_slots_in_use",
+        "Video generations holding a provider slot (live leases).",
+        value=len(video_slots().holders()),
+    )
+    yield GaugeMetricFamily(
+        "genservice_video_slots_limit",
+        "Video generations allowed at the provider at once.",
+        value=settings.VIDEO_MAX_CONCURRENT,
+    )
+    # Every stream's Redis connection carries the same name, so Redis itself counts the open streams of all
+    # web processes.
+    streams = sum(1 for client in redis_client().client_list(_type="normal") if client["name"] == stream_client_name())
+    yield GaugeMetricFamily("genservice_event_streams_open", "Server-Sent Events streams open.", value=streams)
+
+
+class ServiceCollector:
+    """Reads every metric from the database and Redis when Prometheus scrapes; keeps nothing between scrapes."""
+
+    sources: tuple[tuple[str, Callable[[], Iterator[Metric]]], ...] = (
+        ("database", _database_metrics),
+        ("redis", _redis_metrics),
+    )
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "genservice_metrics_source_up", "1 when this scrape could read the source, else 0.", labels=["source"]
+        )
+        for source, read in self.sources:
+            # A service that is down must not hide the other one's numbers, which matter most during an outage.
+            try:
+                metrics = list(read())
+            except (DatabaseError, redis.RedisError) as error:
+                logger.warning("metrics: could not read the %s: %s", source, error)
+                up.add_metric([source], 0)
+            else:
+                up.add_metric([source], 1)
+                yield from metrics
+        yield up
+
+
+registry = CollectorRegistry()
+registry.register(ServiceCollector())
+
+
+def _allowed(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    scheme, _space, credentials = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest: the time a comparison takes must not tell how much of a guessed token was right.
+    if token and scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode()):
+        return True
+    return bool(request.user.is_staff)
+
+
+@never_cache
+@require_safe
+def metrics(request: HttpRequest) -> HttpResponse:
+    """``GET /metrics``: Prometheus text format, for staff users and for ``Authorization: Bearer METRICS_TOKEN``."""
+    if not _allowed(request):
+        body = {"error": {"code": "permission_denied", "message": _("Metrics are for staff and the metrics token.")}}
+        return JsonResponse(body, status=403)
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,122 @@
+"""The Redis slot limiter and the single-runner lock that the video queue stands on."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+
+from generation.slots import SingleRunner, SlotLimiter
+from project.connections import redis_client
+
+
+@pytest.fixture
+def key() -> Iterator[str]:
+    name = f"{settings.REDIS_KEY_PREFIX}:test:{uuid.uuid4().hex}"
+    yield name
+    redis_client().delete(name, f"{name}:lock", f"{name}:requested")
+
+
+def limiter(key: str, *, limit: int = 2, lease: float = 5) -> SlotLimiter:
+    return SlotLimiter(client=redis_client(), key=key, limit=limit, lease_seconds=lease)
+
+
+def test_never_grants_more_slots_than_the_limit(key):
+    slots = limiter(key)
+    assert slots.acquire("a")
+    assert slots.acquire("b")
+    assert not slots.acquire("c")
+    assert slots.holders() == {"a", "b"}
+    slots.release("a")
+    assert slots.acquire("c")
+
+
+def test_acquiring_again_renews_instead_of_taking_a_second_slot(key):
+    slots = limiter(key)
+    assert slots.acquire("a")
+    assert slots.acquire("a")
+    assert slots.acquire("b")
+    assert slots.holders() == {"a", "b"}
+
+
+def test_a_lease_that_is_not_renewed_runs_out(key):
+    slots = limiter(key, limit=1, lease=0.3)
+    assert slots.acquire("crashed")
+    assert not slots.acquire("next")
+    time.sleep(0.35)
+    assert not slots.renew("crashed")
+    assert slots.acquire("next")
+
+
+def test_holding_renews_past_the_lease_and_releases_at_the_end(key):
+    slots = limiter(key, limit=1, lease=0.3)
+    with slots.holding("long"):
+        assert slots.acquire("long")
+        time.sleep(1.0)
+        assert not slots.acquire("other")
+    assert slots.acquire("other")
+
+
+def test_concurrent_acquires_never_exceed_the_limit(key):
+    slots = limiter(key, limit=2)
+    granted: list[str] = []
+    barrier = threading.Barrier(20)
+
+    def contend(name: str) -> None:
+        barrier.wait()
+        if slots.acquire(name):
+            granted.append(name)
+
+    threads = [threading.Thread(target=contend, args=(f"h{i}",)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(granted) == 2
+
+
+def test_single_runner_never_overlaps(key):
+    runner = SingleRunner(client=redis_client(), key=key, lock_seconds=10)
+    active = 0
+    overlaps = 0
+    lock = threading.Lock()
+
+    def routine() -> None:
+        nonlocal active, overlaps
+        with lock:
+            active += 1
+            overlaps += active > 1
+        time.sleep(0.02)
+        with lock:
+            active -= 1
+
+    threads = [threading.Thread(target=runner.run, args=(routine,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == 0
+
+
+def test_single_runner_runs_again_for_a_call_made_while_it_ran(key):
+    runner = SingleRunner(client=redis_client(), key=key, lock_seconds=10)
+    started = threading.Event()
+    runs = 0
+
+    def routine() -> None:
+        nonlocal runs
+        runs += 1
+        started.set()
+        time.sleep(0.2)
+
+    first = threading.Thread(target=runner.run, args=(routine,))
+    first.start()
+    started.wait()
+    assert runner.run(routine) is False
+    first.join()
+    assert runs == 2
+    assert not redis_client().exists(f"{key}:requested")

@@ -1,0 +1,441 @@
+"""The studio page: served to signed-in users in their language, and driven in headless Chromium end to end."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from django.test import Client
+from playwright.sync_api import Page, Route, expect, sync_playwright
+
+from tests.fake_provider import FakeProviderServer
+from tests.fake_veo import FakeVeoServer
+from tests.live import BASE_DIR, child_env, start_worker, stop, web_server
+
+CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+ARTIFACTS = BASE_DIR / "test-artifacts"
+PASSWORD = "a-studio-password"
+# Long enough for a browser to see every step; expect() waits this many milliseconds at most.
+STEP_TIMEOUT_MS = 30_000
+
+NO_CHROMIUM = f"no Chromium at {CHROMIUM_PATH}: install Debian's chromium package or set CHROMIUM_PATH"
+
+
+def browser_test(test: Any) -> Any:
+    """Mark a test as driving headless Chromium against the live stack, skipped when Chromium is missing."""
+    for mark in (
+        pytest.mark.browser,
+        pytest.mark.django_db(transaction=True),
+        pytest.mark.skipif(not Path(CHROMIUM_PATH).exists(), reason=NO_CHROMIUM),
+    ):
+        test = mark(test)
+    return test
+
+
+# --- The page through Django's test client ------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_anonymous_visitor_is_sent_to_the_login_page(client: Client):
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/?next=/"
+    assert client.get(response["Location"]).status_code == 200
+
+
+@pytest.mark.django_db
+def test_signed_in_user_gets_the_studio_with_balance_and_forms(client: Client, make_user):
+    client.force_login(make_user(credits=7))
+    response = client.get("/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'id="image-form"' in page and 'id="video-form"' in page
+    assert '<strong id="balance">7</strong>' in page
+    assert "/jsi18n/" in page and "studio/studio.js" in page
+
+
+@pytest.mark.django_db
+def test_login_page_signs_the_user_in_and_returns_to_the_studio(client: Client, make_user):
+    user = make_user()
+    user.set_password(PASSWORD)
+    user.save()
+    response = client.post("/accounts/login/", {"username": user.username, "password": PASSWORD, "next": "/"})
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+
+
+@pytest.mark.django_db
+def test_logout_signs_the_user_out_and_shows_the_login_page(client: Client, make_user):
+    client.force_login(make_user())
+    response = client.post("/accounts/logout/")
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/"
+    assert client.get("/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_studio_speaks_portuguese_to_a_brazilian_browser(client: Client, make_user):
+    client.force_login(make_user())
+    page = client.get("/", HTTP_ACCEPT_LANGUAGE="pt-BR,pt;q=0.9,en;q=0.5").content.decode()
+    assert '<html lang="pt-br">' in page
+    assert "Gerar imagens" in page and "Galeria" in page and "Proporção" in page
+
+
+@pytest.mark.django_db
+def test_language_switch_overrides_the_browser_language(client: Client, make_user):
+    client.force_login(make_user())
+    client.post("/i18n/setlang/", {"language": "pt-br", "next": "/"}, HTTP_ACCEPT_LANGUAGE="en")
+    assert "Gerar imagens" in client.get("/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+
+def test_javascript_catalog_serves_portuguese_strings(client: Client):
+    catalog = client.get("/jsi18n/", HTTP_ACCEPT_LANGUAGE="pt-BR").content.decode()
+    assert '"In queue, position %(position)s": "Na fila, posi\\u00e7\\u00e3o %(position)s"' in catalog
+    assert '"Try again": "Tentar novamente"' in catalog
+
+
+# --- The page in headless Chromium, against the real server and worker ---------------------------
+
+
+@pytest.fixture
+def studio_credits() -> int:
+    return 40
+
+
+@pytest.fixture
+def studio_user(make_user, studio_credits: int) -> Any:
+    user = make_user(credits=studio_credits, username="ana")
+    user.set_password(PASSWORD)
+    user.save()
+    return user
+
+
+@pytest.fixture
+def stack(provider: FakeProviderServer, veo: FakeVeoServer, tmp_path: Path) -> Iterator[str]:
+    """The real uvicorn server (DEBUG, as ``make run`` serves static files) and a real worker; yield the base URL."""
+    veo.generation_seconds = 2
+    env = child_env(
+        DEBUG="1",
+        SERVE_MEDIA="1",
+        IMAGE_PROVIDER="gateway",
+        AI_GATEWAY_URL=provider.url,
+        AI_GATEWAY_API_KEY="test-key",
+        IMAGE_RETRY_DELAYS="0.5,1,2",
+        VIDEO_PROVIDER="veo",
+        GEMINI_API_BASE=veo.url,
+        GEMINI_API_KEY="veo-key",
+        VIDEO_MAX_CONCURRENT="1",
+        VIDEO_POLL_INTERVAL="0.2",
+        VIDEO_DISPATCH_TICK="0.2",
+    )
+    worker = start_worker(env, tmp_path / "worker.log", threads=4)
+    try:
+        with web_server(env, tmp_path / "web.log") as base:
+            yield base
+    finally:
+        stop(worker)
+
+
+@pytest.fixture
+def page(stack: str, studio_user: Any) -> Iterator[Page]:
+    """A headless Chromium page signed in to the studio through the login page.
+
+    Started after the database fixtures: Playwright's sync API leaves an event loop running in this thread, so
+    the test body talks to the server only, never to the ORM.
+    """
+    expect.set_options(timeout=STEP_TIMEOUT_MS)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
+        context = browser.new_context(base_url=stack, locale="en-US", viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(STEP_TIMEOUT_MS)
+        page = context.new_page()
+        page.goto("/")
+        expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))
+        screenshot(page, "login")
+        page.get_by_label("Username").fill(studio_user.username)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(f"{stack}/")
+        expect(page.locator("#connection")).to_have_attribute("data-mode", "live")
+        record_job_details(page)
+        yield page
+        browser.close()
+
+
+class StreamCuttingProxy:
+    """A TCP proxy in front of the web server that can drop the event streams passing through it, as a flaky
+    network or a load balancer would, and refuse new ones while every other request goes through."""
+
+    STREAM_REQUEST = b"GET /api/events/"
+
+    def __init__(self, target: str) -> None:
+        self._target = (urlsplit(target).hostname or "127.0.0.1", urlsplit(target).port or 80)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        # Guards the set of stream connections and the refusing flag, shared by the piping threads.
+        self._lock = threading.Lock()
+        self._streams: set[socket.socket] = set()
+        self._refusing = False
+        threading.Thread(target=self._accept, name="stream-cutting-proxy", daemon=True).start()
+
+    def cut_streams(self) -> None:
+        """Drop every open event stream and refuse new ones until ``restore_streams``."""
+        with self._lock:
+            self._refusing = True
+            for browser_side in self._streams:
+                with suppress(OSError):
+                    browser_side.shutdown(socket.SHUT_RDWR)
+            self._streams.clear()
+
+    def restore_streams(self) -> None:
+        """Let event streams through again."""
+        with self._lock:
+            self._refusing = False
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                browser_side, _address = self._listener.accept()
+            except OSError:
+                return
+            server_side = socket.create_connection(self._target)
+            for source, sink in ((browser_side, server_side), (server_side, browser_side)):
+                threading.Thread(target=self._pipe, args=(source, sink, source is browser_side), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, from_browser: bool) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if from_browser and self.STREAM_REQUEST in chunk:
+                    with self._lock:
+                        if self._refusing:
+                            break
+                        self._streams.add(source)
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"studio-{name}.png", full_page=True)
+
+
+def record_job_details(page: Page) -> None:
+    """Record in the page every status line each job card shows, in order, however briefly it shows it."""
+    page.evaluate(
+        """() => {
+            window.seenDetails = {};
+            const record = () => {
+                for (const card of document.querySelectorAll(".job")) {
+                    const prompt = card.querySelector(".job-prompt").textContent;
+                    const detail = card.querySelector(".job-detail").textContent;
+                    const seen = (window.seenDetails[prompt] ??= []);
+                    if (seen.at(-1) !== detail) seen.push(detail);
+                }
+            };
+            const observer = new MutationObserver(record);
+            observer.observe(document.getElementById("jobs"), {childList: true, subtree: true, characterData: true});
+        }"""
+    )
+
+
+def wait_until(page: Page, condition: Callable[[], bool]) -> None:
+    """Wait for a condition on what the test saw, letting Playwright run its handlers meanwhile."""
+    deadline = time.monotonic() + STEP_TIMEOUT_MS / 1000
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        page.wait_for_timeout(100)
+
+
+def details_seen(page: Page, prompt: str) -> list[str]:
+    return list(page.evaluate("(prompt) => window.seenDetails[prompt] ?? []", prompt))
+
+
+def in_order(seen: list[str], *expected: str) -> bool:
+    """Whether each expected text occurs in ``seen``, one after another."""
+    remaining = iter(seen)
+    return all(any(text in line for line in remaining) for text in expected)
+
+
+def submit_images(page: Page, prompt: str, quantity: int, reference_urls: str = "") -> None:
+    form = page.locator("#image-form")
+    form.get_by_label("Prompt").fill(prompt)
+    form.get_by_label("Quantity").fill(str(quantity))
+    form.get_by_label("Reference image URLs").fill(reference_urls)
+    form.get_by_role("button", name="Generate images").click()
+
+
+def submit_video(page: Page, prompt: str) -> None:
+    form = page.locator("#video-form")
+    form.get_by_label("Prompt").fill(prompt)
+    form.get_by_label("Duration").select_option("4")
+    form.get_by_role("button", name="Generate video").click()
+    expect(job_card(page, prompt)).to_be_visible()
+
+
+def job_card(page: Page, prompt: str, status: str = "") -> Any:
+    selector = f'.job[data-status="{status}"]' if status else ".job"
+    return page.locator(selector, has_text=prompt)
+
+
+@browser_test
+def test_images_show_progress_and_appear_without_a_reload(page: Page, provider: FakeProviderServer):
+    provider.script("lighthouse", ["slow:1"])
+    page.evaluate("window.notReloaded = true")
+    submit_images(page, "a lighthouse at dawn", 3)
+
+    card = job_card(page, "a lighthouse at dawn")
+    expect(card).to_contain_text("1 of 3 images")
+    screenshot(page, "images-in-progress")
+    expect(card.locator(".badge")).to_have_text("Completed")
+    expect(page.locator("#gallery img")).to_have_count(3)
+    page.wait_for_function("[...document.querySelectorAll('#gallery img')].every((img) => img.naturalWidth > 0)")
+    expect(page.locator("#balance")).to_have_text("37")
+    expect(page.locator(".toast", has_text="Ready: a lighthouse at dawn")).to_be_visible()
+    screenshot(page, "images-completed")
+
+    assert in_order(details_seen(page, "a lighthouse at dawn"), "1 of 3 images", "2 of 3 images", "3 of 3 images")
+    assert page.evaluate("window.notReloaded") is True
+
+
+@browser_test
+def test_three_videos_count_down_their_queue_positions(page: Page, veo: FakeVeoServer):
+    for prompt in ("first wave", "second wave", "third wave"):
+        submit_video(page, prompt)
+    expect(job_card(page, "third wave")).to_contain_text(re.compile(r"In queue, position [23]"))
+    screenshot(page, "videos-queued")
+
+    expect(job_card(page, "third wave")).to_contain_text("In queue, position 1")
+    screenshot(page, "videos-position-1")
+    for prompt in ("first wave", "second wave", "third wave"):
+        expect(job_card(page, prompt).locator(".badge")).to_have_text("Completed")
+    expect(page.locator("#gallery video")).to_have_count(3)
+    # Metadata loaded: the browser can play what the worker stored.
+    page.wait_for_function("document.querySelector('#gallery video').readyState >= 1")
+    expect(page.locator("#balance")).to_have_text("10")
+    screenshot(page, "videos-completed")
+
+    third = details_seen(page, "third wave")
+    assert in_order(third, "In queue, position 2", "In queue, position 1", "Generating the video", "Video ready"), third
+    assert veo.max_concurrency == 1
+
+
+@browser_test
+def test_polling_takes_over_when_the_stream_is_cut(page: Page, stack: str, provider: FakeProviderServer):
+    proxy = StreamCuttingProxy(stack)
+    try:
+        # The session cookie belongs to the host, not the port: the page stays signed in through the proxy.
+        page.goto(f"{proxy.url}/")
+        indicator = page.locator("#connection")
+        expect(indicator).to_have_attribute("data-mode", "live")
+        record_job_details(page)
+        provider.script("harbour", ["slow:1.5"])
+        submit_images(page, "a quiet harbour", 3)
+        card = job_card(page, "a quiet harbour")
+        expect(card).to_contain_text("1 of 3 images")
+
+        polls: list[str] = []
+        page.on("request", lambda request: polls.append(request.url) if "/api/jobs/" in request.url else None)
+        proxy.cut_streams()
+        expect(indicator).to_have_attribute("data-mode", "polling")
+        expect(indicator).to_have_text("Polling")
+        screenshot(page, "polling")
+
+        expect(card.locator(".badge")).to_have_text("Completed")
+        expect(page.locator("#gallery img")).to_have_count(3)
+        # Still polling: the completion came through GET /api/jobs/{id}/, not through a stream.
+        expect(indicator).to_have_attribute("data-mode", "polling")
+        assert any(re.search(r"/api/jobs/[0-9a-f-]{36}/$", url) for url in polls), polls
+        assert in_order(details_seen(page, "a quiet harbour"), "1 of 3 images", "3 of 3 images")
+
+        proxy.restore_streams()
+        expect(indicator).to_have_attribute("data-mode", "live")
+        polls.clear()
+        page.wait_for_timeout(4000)
+        assert polls == [], "polling goes on after the stream came back"
+        screenshot(page, "live-again")
+
+        # A server that answers the stream with an error closes the EventSource for good (readyState CLOSED):
+        # the browser stops retrying, so the page itself opens a new stream a little later.
+        refusals: list[str] = []
+
+        def refuse(route: Route) -> None:
+            refusals.append(route.request.url)
+            route.fulfill(status=503)
+
+        page.route("**/api/events/**", refuse)
+        proxy.cut_streams()
+        proxy.restore_streams()
+        expect(indicator).to_have_attribute("data-mode", "polling")
+        # After a 503 the browser does not retry by itself: a second request is the page opening a new stream.
+        wait_until(page, lambda: len(refusals) >= 2)
+        page.unroute("**/api/events/**")
+        expect(indicator).to_have_attribute("data-mode", "live")
+    finally:
+        proxy.close()
+
+
+@browser_test
+def test_failed_job_shows_its_reason_and_try_again_resubmits_it(page: Page, provider: FakeProviderServer):
+    provider.script("forbidden castle", ["content_policy", "ok"])
+    submit_images(page, "a forbidden castle", 2)
+
+    failed = job_card(page, "a forbidden castle", "failed")
+    expect(failed).to_contain_text("safety system")
+    expect(page.locator(".toast-error", has_text="Failed: a forbidden castle")).to_be_visible()
+    expect(page.locator("#balance")).to_have_text("40")
+    screenshot(page, "failed")
+
+    failed.get_by_role("button", name="Try again").click()
+    expect(job_card(page, "a forbidden castle", "completed")).to_contain_text("2 of 2 images")
+    expect(page.locator("#gallery img")).to_have_count(2)
+    expect(page.locator("#balance")).to_have_text("38")
+    expect(failed).to_be_visible()
+    screenshot(page, "tried-again")
+
+
+@browser_test
+@pytest.mark.parametrize("studio_credits", [3])
+def test_form_shows_field_errors_and_refusals_and_switches_language(page: Page):
+    submit_images(page, "a cat", 1, reference_urls="not-a-url")
+    expect(page.locator("#image-urls-error")).to_contain_text("Enter an http or https URL.")
+    expect(page.get_by_label("Reference image URLs")).to_have_attribute("aria-invalid", "true")
+
+    submit_images(page, "four cats", 4)
+    expect(page.locator("#image-urls-error")).to_be_hidden()
+    expect(page.locator(".toast-error")).to_contain_text("This request costs 4 credits and the balance is 3.")
+    screenshot(page, "refused")
+
+    page.get_by_role("button", name="PT-BR").click()
+    expect(page.get_by_role("heading", name="Imagens")).to_be_visible()
+    expect(page.locator("#connection")).to_have_text("Ao vivo")
+    expect(page.locator("#image-form .cost")).to_have_text("Custa 1 crédito")
+    screenshot(page, "portuguese")
+    page.set_viewport_size({"width": 390, "height": 844})
+    screenshot(page, "portuguese-phone")
