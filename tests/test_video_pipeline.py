@@ -121,8 +121,11 @@ def test_a_generation_whose_watcher_died_is_resumed_without_a_second_start(broke
 
 def test_positions_count_down_as_videos_start(worker, veo_settings, rich_user):
     veo_settings.generation_seconds = 0.8
-    jobs = [submit(rich_user, f"line {index}") for index in range(4)]
-    last = jobs[-1]
+    first = submit(rich_user, "line 0")
+    wait_for(lambda: Job.objects.filter(id=first.id).exclude(operation_name="").exists(), timeout=10)
+    # Stagger the two running videos so that the last one waits at position 1 for a while, not for a few ms.
+    time.sleep(0.4)
+    last = [submit(rich_user, f"line {index}") for index in range(1, 4)][-1]
     seen = set()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
