@@ -22,10 +22,13 @@ logger = logging.getLogger(__name__)
 
 def credit_account_lock(*, user_id: int) -> CreditAccount:
     """Return the user's account locked for this transaction, creating it at zero when missing."""
-    # get_or_create copes with two first requests racing to create the account; the lock then
-    # serialises every balance change of this user until the transaction ends.
-    CreditAccount.objects.get_or_create(user_id=user_id)
-    return CreditAccount.objects.select_for_update().get(user_id=user_id)
+    # The lock serialises every balance change of this user until the transaction ends. Accounts almost always
+    # exist, so one query is tried first; get_or_create then copes with two first requests racing to create one.
+    try:
+        return CreditAccount.objects.select_for_update().get(user_id=user_id)
+    except CreditAccount.DoesNotExist:
+        CreditAccount.objects.get_or_create(user_id=user_id)
+        return CreditAccount.objects.select_for_update().get(user_id=user_id)
 
 
 def _ledger_append(
@@ -68,9 +71,12 @@ def credit_grant(*, user_id: int, amount: int, note: str = "", created_by: User 
     return entry
 
 
-@transaction.atomic
 def credit_charge(*, job: Job) -> CreditLedgerEntry:
-    """Take a job's cost from its owner's account, or raise InsufficientCredits."""
+    """Take a job's cost from its owner's account, or raise InsufficientCredits before writing anything.
+
+    Call it inside the transaction that creates the job (the account lock refuses to run outside one): a
+    savepoint of its own would cost two round trips per job and protect nothing.
+    """
     account = credit_account_lock(user_id=job.user_id)
     if account.balance < job.credit_cost:
         raise InsufficientCredits(

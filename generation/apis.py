@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 from generation.models import MAX_IMAGES_PER_JOB, Generation, Job
 from generation.providers.safe_fetch import is_public_address
 from generation.selectors import generation_list, job_get, job_list
-from generation.serializers import GenerationOutputSerializer, JobOutputSerializer
+from generation.serializers import GenerationOutputSerializer, JobOutputSerializer, job_snapshot
 from generation.services import image_job_create, job_cancel, video_job_create
 from project.serializers import StrictInputSerializer, caller_id
 
@@ -94,7 +94,7 @@ class JobCreateApi(APIView):
         if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
             raise ValidationError({"Idempotency-Key": [_("At most 200 characters.")]})
         job = service(user_id=caller_id(request), idempotency_key=key, **serializer.validated_data)
-        return Response(JobOutputSerializer(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+        return Response(job_snapshot(job, request=request), status=status.HTTP_202_ACCEPTED)
 
 
 class ImageCreateApi(JobCreateApi):
@@ -144,7 +144,7 @@ class JobCancelApi(APIView):
     )
     def post(self, request: Request, job_id: str) -> Response:
         job = job_cancel(job_id=job_id, user_id=caller_id(request))
-        return Response(JobOutputSerializer(job, context={"request": request}).data)
+        return Response(job_snapshot(job, request=request))
 
 
 class JobListApi(generics.ListAPIView):
@@ -175,7 +175,7 @@ class JobDetailApi(APIView):
     @extend_schema(responses={200: JobOutputSerializer, 404: OpenApiResponse(description="Not the caller's job")})
     def get(self, request: Request, job_id: str) -> Response:
         job = job_get(user_id=caller_id(request), job_id=job_id)
-        return Response(JobOutputSerializer(job, context={"request": request}).data)
+        return Response(job_snapshot(job, request=request))
 
 
 class GenerationListApi(generics.ListAPIView):

@@ -79,17 +79,18 @@ def job_open(*, idempotency_key: str = "", admit: Callable[[], None] | None = No
     job = Job.objects.create(idempotency_key=idempotency_key, request_hash=request_hash, **fields)
     credit_charge(job=job)
     job_dispatch(job=job)
-    job_changed(job_id=job.id)
+    job_changed(job_id=job.id, job=job)
     return job
 
 
-def job_changed(*, job_id: UUID | str) -> None:
-    """Tell the job's owner about its new state once the change commits."""
+def job_changed(*, job_id: UUID | str, job: Job | None = None) -> None:
+    """Tell the job's owner about its new state once the change commits: from ``job`` when the caller holds the
+    job exactly as it commits, read back otherwise."""
 
     def publish() -> None:
-        job = Job.objects.filter(id=job_id).first()
-        if job is not None:
-            event_append(user_id=job.user_id, event="job", data=job_snapshot(job))
+        current = job if job is not None else Job.objects.filter(id=job_id).first()
+        if current is not None:
+            event_append(user_id=current.user_id, event="job", data=job_snapshot(current))
 
     transaction.on_commit(publish, robust=True)
 
