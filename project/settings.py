@@ -125,7 +125,7 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": f"{REDIS_KEY_PREFIX}:cache",
-        # Rate limits read the cache on every create request: a Redis that hangs must fail fast.
+        # A Redis that hangs must fail fast.
         "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
     }
 }

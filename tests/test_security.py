@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.urls import reverse
 
 from credits.selectors import credit_balance
+from project.throttling import ScopedRateThrottleFailOpen
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PRODUCTION_SECRET = "k3y-" + "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS"
@@ -50,6 +55,24 @@ def test_create_requests_are_rate_limited_per_user(api, user, settings):
     codes = [api.post("/api/images/", {"prompt": "burst"}, format="json").status_code for _ in range(5)]
     assert codes == [202, 202, 202, 429, 429]
     assert credit_balance(user_id=user.pk) == 7
+
+
+def test_the_rate_limit_counts_concurrent_requests_exactly(settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"create": "5/min"}}
+    request = SimpleNamespace(user=SimpleNamespace(pk=uuid.uuid4().int, is_authenticated=True))
+    view = SimpleNamespace(throttle_scope="create")
+    start = threading.Barrier(20)
+
+    def attempt(_: int) -> bool:
+        start.wait()
+        return ScopedRateThrottleFailOpen().allow_request(request, view)  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(20) as pool:
+        allowed = list(pool.map(attempt, range(20)))
+    assert allowed.count(True) == 5
+    refused = ScopedRateThrottleFailOpen()
+    assert not refused.allow_request(request, view)  # type: ignore[arg-type]
+    assert 0 < (refused.wait() or 0) <= 60
 
 
 @pytest.mark.django_db

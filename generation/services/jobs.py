@@ -65,8 +65,10 @@ def job_open(*, idempotency_key: str = "", admit: Callable[[], None] | None = No
     With an idempotency key already used by the same user, the first job comes back and nothing is charged;
     otherwise ``admit`` may refuse the request by raising, before anything is written.
     """
-    # The account lock serialises this user's requests: the key lookup below and the charge cannot race.
-    credit_account_lock(user_id=fields["user_id"])
+    if idempotency_key or admit is not None:
+        # The account lock serialises this user's requests: the key lookup and the admission check below cannot
+        # race with another request's charge. Without either, the charge takes the lock itself.
+        credit_account_lock(user_id=fields["user_id"])
     request_hash = _request_hash(fields)
     if idempotency_key:
         earlier = Job.objects.filter(user_id=fields["user_id"], idempotency_key=idempotency_key).first()
