@@ -105,7 +105,12 @@ class ImageCreateApi(JobCreateApi):
         prompt = serializers.CharField(max_length=MAX_PROMPT_LENGTH)
         aspect_ratio = serializers.ChoiceField(choices=ASPECT_RATIOS, default="1:1")
         quantity = serializers.IntegerField(min_value=1, max_value=MAX_IMAGES_PER_JOB, default=1)
-        image_urls = serializers.ListField(child=public_url_field(), max_length=MAX_REFERENCE_IMAGES, default=list)
+        image_urls = serializers.ListField(
+            child=public_url_field(),
+            max_length=MAX_REFERENCE_IMAGES,
+            default=list,
+            help_text=f"Up to {MAX_REFERENCE_IMAGES} reference images: http or https URLs on public hosts.",
+        )
         project_id = serializers.CharField(max_length=100, allow_blank=True, default="")
 
     @create_schema(InputSerializer)
@@ -121,8 +126,15 @@ class VideoCreateApi(JobCreateApi):
         prompt = serializers.CharField(max_length=MAX_PROMPT_LENGTH)
         aspect_ratio = serializers.ChoiceField(choices=VIDEO_ASPECT_RATIOS, default="16:9")
         duration = serializers.ChoiceField(choices=VIDEO_DURATIONS, default=8)
-        start_frame = public_url_field(required=False, allow_blank=True, default="")
-        end_frame = public_url_field(required=False, allow_blank=True, default="")
+        start_frame = public_url_field(
+            required=False,
+            allow_blank=True,
+            default="",
+            help_text="First frame: an http or https URL on a public host.",
+        )
+        end_frame = public_url_field(
+            required=False, allow_blank=True, default="", help_text="Last frame: an http or https URL on a public host."
+        )
         negative_prompt = serializers.CharField(max_length=MAX_PROMPT_LENGTH, allow_blank=True, default="")
         project_id = serializers.CharField(max_length=100, allow_blank=True, default="")
 
