@@ -159,26 +159,35 @@ class JobCancelApi(APIView):
         return Response(job_snapshot(job, request=request))
 
 
+class ListFilterSerializer(StrictInputSerializer):
+    """The query parameters every list accepts; anything else is refused with a 400 that names it."""
+
+    project_id = serializers.CharField(max_length=100, required=False, help_text="Only this project's items.")
+    limit = serializers.IntegerField(min_value=1, required=False)
+    offset = serializers.IntegerField(min_value=0, required=False)
+
+    @classmethod
+    def from_request(cls, request: Request) -> dict[str, Any]:
+        filters = cls(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        return dict(filters.validated_data)
+
+
 class JobListApi(generics.ListAPIView):
     """The caller's jobs, newest first."""
 
     serializer_class = JobOutputSerializer
 
-    class FilterSerializer(StrictInputSerializer):
-        project_id = serializers.CharField(max_length=100, required=False)
+    class FilterSerializer(ListFilterSerializer):
         status = serializers.ChoiceField(choices=Job.Status.choices, required=False)
         kind = serializers.ChoiceField(choices=Job.Kind.choices, required=False)
-        limit = serializers.IntegerField(min_value=1, required=False)
-        offset = serializers.IntegerField(min_value=0, required=False)
 
     @extend_schema(parameters=[FilterSerializer])
     def get(self, request: Request, *args: object, **kwargs: object) -> Response:
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> QuerySet[Job]:
-        filters = self.FilterSerializer(data=self.request.query_params)
-        filters.is_valid(raise_exception=True)
-        return job_list(user_id=caller_id(self.request), filters=filters.validated_data)
+        return job_list(user_id=caller_id(self.request), filters=self.FilterSerializer.from_request(self.request))
 
 
 class JobDetailApi(APIView):
@@ -195,11 +204,10 @@ class GenerationListApi(generics.ListAPIView):
 
     serializer_class = GenerationOutputSerializer
 
-    @extend_schema(parameters=[OpenApiParameter("project_id", str, description="Only this project's files.")])
+    @extend_schema(parameters=[ListFilterSerializer])
     def get(self, request: Request, *args: object, **kwargs: object) -> Response:
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> QuerySet[Generation]:
-        return generation_list(
-            user_id=caller_id(self.request), project_id=self.request.query_params.get("project_id", "")
-        )
+        filters = ListFilterSerializer.from_request(self.request)
+        return generation_list(user_id=caller_id(self.request), project_id=filters.get("project_id", ""))

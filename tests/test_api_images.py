@@ -114,6 +114,16 @@ def test_lists_jobs_filtered_by_project_status_and_kind(api):
     assert api.get("/api/jobs/?status=bogus").status_code == 400
 
 
+@pytest.mark.parametrize("path", ["/api/jobs/", "/api/generations/"])
+@pytest.mark.parametrize(
+    ("query", "field"), [("project_id=a%00b", "project_id"), ("limit=x", "limit"), ("colour=red", "colour")]
+)
+def test_list_filters_refuse_bad_parameters_by_name(api, path, query, field):
+    response = api.get(f"{path}?{query}")
+    assert response.status_code == 400, response.content
+    assert field in response.json()["error"]["fields"]
+
+
 def test_credits_endpoint_shows_balance_and_recent_entries(api):
     api.post("/api/images/", {"prompt": "one", "quantity": 2}, format="json")
     body = api.get("/api/credits/").json()
