@@ -23,7 +23,7 @@ from generation.providers import (
     get_video_provider,
 )
 from generation.providers.frames import fetch_frame
-from generation.slots import video_dispatcher, video_slots
+from generation.slots import SlotLimiter, video_dispatcher, video_slots
 
 logger = logging.getLogger(__name__)
 
@@ -35,29 +35,18 @@ def video_dispatch() -> None:
 
 def _dispatch_round() -> None:
     slots = video_slots()
-    live = slots.holders()
-    # Generations whose watcher died come first: they are already running (and paid for) at the provider.
-    now = timezone.now()
-    for running in selectors.video_jobs_processing():
-        holder = str(running.id)
-        if holder in live or (running.lease_expires_at is not None and running.lease_expires_at > now):
-            # A live watcher holds its slot; one that is downloading a finished video holds a lease instead.
-            continue
-        if not slots.acquire(holder):
-            return
-        if running.operation_name:
-            logger.warning("job %s lost its watcher; resuming operation %s", running.id, running.operation_name)
-            _watch_later(running)
-        else:
-            slots.release(holder)
-            services.video_job_requeue(job_id=running.id)
     provider = get_video_provider()
     claimed = False
     try:
-        while (job := selectors.video_job_next_due()) is not None:
+        while _resume_orphans(slots) and (job := selectors.video_job_next_due()) is not None:
             holder = str(job.id)
             if not slots.acquire(holder):
                 return
+            if _orphans(slots):
+                # A watcher's lease ran out since the orphans were resumed: its generation still runs at the
+                # provider, so the slot is its own, not the next video's. Resume it first.
+                slots.release(holder)
+                continue
             if services.video_job_claim(job_id=job.id):
                 claimed = True
                 _start(provider, job)
@@ -68,6 +57,34 @@ def _dispatch_round() -> None:
         # about a millisecond per video, which must not delay the start of the next one.
         if claimed:
             services.video_positions_changed()
+
+
+def _orphans(slots: SlotLimiter) -> list[Job]:
+    """Running videos that hold no slot: their watcher died (its lease ran out) and nobody downloads them."""
+    live = slots.holders()
+    now = timezone.now()
+    return [
+        running
+        for running in selectors.video_jobs_processing()
+        # One that is downloading a finished video holds a lease in the database instead of a slot.
+        if str(running.id) not in live and (running.lease_expires_at is None or running.lease_expires_at <= now)
+    ]
+
+
+def _resume_orphans(slots: SlotLimiter) -> bool:
+    """Give each orphan its slot back and a new watcher, before any waiting video; False when slots ran out."""
+    for running in _orphans(slots):
+        holder = str(running.id)
+        if not slots.acquire(holder):
+            return False
+        if running.operation_name:
+            logger.warning("job %s lost its watcher; resuming operation %s", running.id, running.operation_name)
+            _watch_later(running)
+        else:
+            # Its dispatcher died before the provider call: it goes back in line, with no retry used.
+            slots.release(holder)
+            services.video_job_requeue(job_id=running.id)
+    return True
 
 
 def _start(provider: VideoProvider, job: Job) -> None:

@@ -12,7 +12,7 @@ from django.core.files.storage import default_storage
 
 from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
-from generation import services
+from generation import selectors, services
 from generation.models import Job
 from generation.slots import video_slots
 from generation.video_queue import video_dispatch
@@ -117,6 +117,32 @@ def test_a_generation_whose_watcher_died_is_resumed_without_a_second_start(broke
     assert len(veo_settings.downloads) == 1
     # Picked up again once the lost watcher's lease ran out, not before and not much later.
     assert time.monotonic() - started < 1.5 + 0.2 + 1.0 + 1.0
+
+
+def test_a_lease_that_runs_out_during_a_round_goes_back_to_its_generation(broker, veo_settings, rich_user, monkeypatch):
+    veo_settings.generation_seconds = 30.0
+    running = [submit(rich_user, f"running {index}") for index in range(2)]
+    video_dispatch()
+    assert len(veo_settings.starts) == 2
+    waiting = submit(rich_user, "waiting")
+    # The round sees both watchers alive, then their leases run out (their worker died) before it takes a slot
+    # for the waiting video: both generations still run at the provider, so no slot is free.
+    next_due = selectors.video_job_next_due
+    expired: list[bool] = []
+
+    def leases_run_out_first() -> Job | None:
+        if not expired:
+            expired.append(True)
+            for job in running:
+                video_slots().release(str(job.id))
+        return next_due()
+
+    monkeypatch.setattr(selectors, "video_job_next_due", leases_run_out_first)
+    video_dispatch()
+    assert expired
+    assert Job.objects.get(id=waiting.id).status == "queued"
+    assert len(veo_settings.starts) == 2
+    assert video_slots().holders() == {str(job.id) for job in running}
 
 
 def test_positions_count_down_as_videos_start(worker, veo_settings, rich_user):
