@@ -16,6 +16,7 @@ from generation import selectors, services
 from generation.models import Job
 from generation.providers import (
     PermanentProviderError,
+    ProviderError,
     TransientProviderError,
     VideoOperation,
     VideoProvider,
@@ -26,6 +27,10 @@ from generation.providers.frames import fetch_frame
 from generation.slots import SlotLimiter, video_dispatcher, video_slots
 
 logger = logging.getLogger(__name__)
+
+# A generation that outlived VIDEO_TIMEOUT is canceled, then keeps its slot for at most this many polls while the
+# provider confirms that it stopped.
+STOP_GRACE_POLLS = 3
 
 
 def video_dispatch() -> None:
@@ -156,9 +161,11 @@ def _wait_until_done(provider: VideoProvider, job: Job) -> VideoOperation | None
                 error_code="timeout",
                 error_message=f"The provider did not finish the video within {settings.VIDEO_TIMEOUT:g} s.",
             )
+            _stop(provider, job, until=time.time() + STOP_GRACE_POLLS * settings.VIDEO_POLL_INTERVAL)
             return None
         if not Job.objects.filter(id=job.id, status=Job.Status.PROCESSING).exists():
-            logger.info("job %s left processing while its video was generating; stopping", job.id)
+            logger.info("job %s left processing while its video was generating; stopping it", job.id)
+            _stop(provider, job, until=deadline)
             return None
         try:
             operation = provider.poll(job.operation_name)
@@ -173,6 +180,29 @@ def _wait_until_done(provider: VideoProvider, job: Job) -> VideoOperation | None
         services.job_fail(job_id=job.id, error_code=operation.error_code, error_message=operation.error_message)
         return None
     return operation
+
+
+def _stop(provider: VideoProvider, job: Job, *, until: float) -> None:
+    """Ask the provider to stop a generation the job no longer wants, and return once it has (or at ``until``).
+
+    The watcher keeps the slot meanwhile: whatever became of the job, the provider counts the generation
+    against the limit until it says it is done, and a cancel is only a request.
+    """
+    try:
+        provider.cancel(job.operation_name)
+    except ProviderError as error:
+        logger.warning("job %s: the provider did not cancel %s: %s", job.id, job.operation_name, error.message)
+    while time.time() < until:
+        try:
+            if provider.poll(job.operation_name).done:
+                return
+        except TransientProviderError:
+            pass
+        except PermanentProviderError:
+            # The operation can no longer be seen (gone, or no access): nothing is left to wait for.
+            return
+        time.sleep(settings.VIDEO_POLL_INTERVAL)
+    logger.warning("job %s: %s may still run at the provider; its slot is given back", job.id, job.operation_name)
 
 
 def _deliver(provider: VideoProvider, job: Job, operation: VideoOperation) -> None:

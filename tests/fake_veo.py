@@ -184,6 +184,8 @@ class FakeVeoServer(FakeServer):
         super().__init__(api_key=api_key, port=port)
         # Read at each start, so a test may change it between generations.
         self.generation_seconds = generation_seconds
+        # Google documents a cancel as best effort: with False, cancels are recorded and the generation runs on.
+        self.honours_cancel = True
         self._operations: dict[str, _Operation] = {}
         self._polls: Counter[str] = Counter()
         self._downloads: list[str] = []
@@ -282,8 +284,9 @@ class FakeVeoServer(FakeServer):
             operation = self._operations.get(operation_id)
             if operation is not None:
                 self._cancels.append(operation.start.operation_name)
-                operation.outcome = "op_error"
-                operation.done_at = min(operation.done_at, time.time())
+                if self.honours_cancel:
+                    operation.outcome = "op_error"
+                    operation.done_at = min(operation.done_at, time.time())
 
     def _poll(self, name: str, operation_id: str) -> _Operation | None:
         with self._lock:

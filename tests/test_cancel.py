@@ -87,7 +87,31 @@ def test_a_generating_video_is_canceled_at_the_provider_and_frees_its_slot(broke
         worker.stop()
     running.refresh_from_db()
     assert running.status == "canceled"
-    assert veo_settings.cancels == [running.operation_name]
+    # Asked by the cancel itself and by the watcher that stops following the generation.
+    assert set(veo_settings.cancels) == {running.operation_name}
     # The documented policy: half back for a video already generating.
     assert CreditLedgerEntry.objects.get(job=running, kind="refund").amount == running.credit_cost // 2
     assert credit_balance(user_id=owner.pk) == credit_ledger_total(user_id=owner.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_canceled_video_keeps_its_slot_until_the_provider_has_stopped_it(broker, veo_settings, settings, make_user):
+    settings.VIDEO_MAX_CONCURRENT = 1
+    veo_settings.honours_cancel = False
+    owner = make_user(credits=100)
+    veo_settings.generation_seconds = 1.5
+    running = services.video_job_create(user_id=owner.pk, prompt="stubborn take", aspect_ratio="16:9", duration=8)
+    waiting = services.video_job_create(user_id=owner.pk, prompt="next take", aspect_ratio="16:9", duration=8)
+    worker = run_worker(broker, {"videos"})
+    try:
+        video_dispatch()
+        wait_for(lambda: Job.objects.exclude(operation_name="").filter(id=running.id).exists(), message="start")
+        services.job_cancel(job_id=running.id, user_id=owner.pk)
+        assert wait_finished(waiting.id, timeout=20).status == "completed"
+    finally:
+        worker.stop()
+    # The provider ran the canceled generation to its end: the next one had to wait for it, not for the cancel.
+    first, second = veo_settings.starts
+    assert second.started_at >= first.started_at + 1.5
+    assert veo_settings.max_concurrency == 1
+    assert Job.objects.get(id=running.id).status == "canceled"
