@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from credits.models import CreditLedgerEntry
@@ -67,26 +69,31 @@ def test_a_processing_image_job_stops_after_the_current_image(broker, gateway_se
     assert credit_balance(user_id=user.pk) == credit_ledger_total(user_id=user.pk)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_generating_video_is_canceled_at_the_provider_and_frees_its_slot(broker, veo_settings, settings, make_user):
-    # One slot: the second video can only start once the canceled one has given it back.
+def cancel_a_generating_video(broker: Any, veo: Any, settings: Any, owner: Any, *, seconds: float) -> Job:
+    """With one slot, cancel a video of ``seconds`` once it runs at the provider and wait until the video queued
+    behind it has completed; return the canceled job."""
     settings.VIDEO_MAX_CONCURRENT = 1
-    owner = make_user(credits=100)
-    veo_settings.generation_seconds = 30
+    veo.generation_seconds = seconds
     running = services.video_job_create(user_id=owner.pk, prompt="long take", aspect_ratio="16:9", duration=8)
     waiting = services.video_job_create(user_id=owner.pk, prompt="next take", aspect_ratio="16:9", duration=8)
     worker = run_worker(broker, {"videos"})
     try:
         video_dispatch()
         wait_for(lambda: Job.objects.exclude(operation_name="").filter(id=running.id).exists(), message="start")
-        veo_settings.generation_seconds = 0.3
+        veo.generation_seconds = 0.3
         services.job_cancel(job_id=running.id, user_id=owner.pk)
         assert wait_finished(waiting.id, timeout=20).status == "completed"
-        wait_for(lambda: veo_settings.cancels, message="provider cancel")
     finally:
         worker.stop()
     running.refresh_from_db()
     assert running.status == "canceled"
+    return running
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_generating_video_is_canceled_at_the_provider_and_frees_its_slot(broker, veo_settings, settings, make_user):
+    owner = make_user(credits=100)
+    running = cancel_a_generating_video(broker, veo_settings, settings, owner, seconds=30)
     # Asked by the cancel itself and by the watcher that stops following the generation.
     assert set(veo_settings.cancels) == {running.operation_name}
     # The documented policy: half back for a video already generating.
@@ -96,22 +103,9 @@ def test_a_generating_video_is_canceled_at_the_provider_and_frees_its_slot(broke
 
 @pytest.mark.django_db(transaction=True)
 def test_a_canceled_video_keeps_its_slot_until_the_provider_has_stopped_it(broker, veo_settings, settings, make_user):
-    settings.VIDEO_MAX_CONCURRENT = 1
     veo_settings.honours_cancel = False
-    owner = make_user(credits=100)
-    veo_settings.generation_seconds = 1.5
-    running = services.video_job_create(user_id=owner.pk, prompt="stubborn take", aspect_ratio="16:9", duration=8)
-    waiting = services.video_job_create(user_id=owner.pk, prompt="next take", aspect_ratio="16:9", duration=8)
-    worker = run_worker(broker, {"videos"})
-    try:
-        video_dispatch()
-        wait_for(lambda: Job.objects.exclude(operation_name="").filter(id=running.id).exists(), message="start")
-        services.job_cancel(job_id=running.id, user_id=owner.pk)
-        assert wait_finished(waiting.id, timeout=20).status == "completed"
-    finally:
-        worker.stop()
+    cancel_a_generating_video(broker, veo_settings, settings, make_user(credits=100), seconds=1.5)
     # The provider ran the canceled generation to its end: the next one had to wait for it, not for the cancel.
     first, second = veo_settings.starts
     assert second.started_at >= first.started_at + 1.5
     assert veo_settings.max_concurrency == 1
-    assert Job.objects.get(id=running.id).status == "canceled"
