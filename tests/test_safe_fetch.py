@@ -355,6 +355,31 @@ def test_a_server_that_does_not_answer_in_time_is_a_transient_error(server: Loca
     assert error.code == "url_unavailable"
 
 
+@pytest.mark.usefixtures("loopback_counts_as_public")
+def test_a_server_that_drips_its_body_is_cut_off_at_the_timeout(server: LocalServer) -> None:
+    def drip(handler: _Handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.end_headers()
+        try:
+            # Each byte comes well within the read timeout; the whole body would take ten times the timeout.
+            for _ in range(60):
+                handler.wfile.write(b"\x00")
+                handler.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass
+
+    server.routes["/drip.png"] = drip
+    started = time.monotonic()
+
+    error = fetch_error(server.url("/drip.png"), timeout=0.3)
+
+    assert isinstance(error, TransientProviderError)
+    assert "in time" in error.message
+    assert time.monotonic() - started < 1.5
+
+
 @pytest.mark.parametrize(
     "address",
     [

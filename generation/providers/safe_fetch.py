@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from django.conf import settings
 from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
 from urllib3.connectionpool import ConnectionPool
 
 from generation.providers.base import PermanentProviderError, TransientProviderError
-from generation.providers.http import read_limited
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -41,7 +42,11 @@ _IPV4_EMBEDDING_NETWORKS = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv
 def fetch_public(
     url: str, *, max_bytes: int, allowed_types: tuple[str, ...] = ("image/",), timeout: float
 ) -> tuple[bytes, str]:
-    """Download ``url`` from a public address and return its bytes and MIME type, or raise a typed provider error."""
+    """Download ``url`` from a public address and return its bytes and MIME type, or raise a typed provider error.
+
+    ``timeout`` bounds each connection and each wait for bytes, and also the download as a whole.
+    """
+    deadline = time.monotonic() + timeout
     with requests.Session() as session:
         # A proxy would resolve the host name itself, out of reach of the address check.
         session.trust_env = False
@@ -54,7 +59,7 @@ def fetch_public(
             with _transport_errors(url), _get(session, url, timeout) as response:
                 location = response.headers.get("Location")
                 if response.status_code not in _REDIRECT_STATUSES or not location:
-                    return _read(response, url=url, max_bytes=max_bytes, allowed_types=allowed_types)
+                    return _read(response, url=url, max_bytes=max_bytes, allowed_types=allowed_types, deadline=deadline)
             url = urljoin(url, location)
     raise PermanentProviderError(f"The URL redirected more than {MAX_REDIRECTS} times.", code="url_refused")
 
@@ -121,7 +126,8 @@ def _transport_errors(url: str) -> Iterator[None]:
         yield
     except requests.exceptions.InvalidURL as error:
         raise PermanentProviderError(f"The URL {url} is not valid.", code="url_refused") from error
-    except requests.RequestException as error:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
+        # The body is read from urllib3's response directly, whose errors requests does not wrap.
         raise TransientProviderError(
             f"The URL {url} could not be fetched ({type(error).__name__}).", code="url_unavailable"
         ) from error
@@ -135,7 +141,7 @@ def _get(session: requests.Session, url: str, timeout: float) -> requests.Respon
 
 
 def _read(
-    response: requests.Response, *, url: str, max_bytes: int, allowed_types: tuple[str, ...]
+    response: requests.Response, *, url: str, max_bytes: int, allowed_types: tuple[str, ...], deadline: float
 ) -> tuple[bytes, str]:
     status = response.status_code
     if status >= 500 or status in (408, 429):
@@ -146,7 +152,25 @@ def _read(
     if not mime_type.startswith(allowed_types):
         raise PermanentProviderError(f"The URL {url} holds {mime_type or 'an untyped body'}.", code="url_wrong_type")
     declared = response.headers.get("Content-Length", "")
-    content = None if declared.isdigit() and int(declared) > max_bytes else read_limited(response, max_bytes)
+    too_large = declared.isdigit() and int(declared) > max_bytes
+    content = None if too_large else _read_body(response, url=url, max_bytes=max_bytes, deadline=deadline)
     if content is None:
         raise PermanentProviderError(f"The URL {url} holds more than {max_bytes} bytes.", code="url_too_large")
     return content, mime_type
+
+
+def _read_body(response: requests.Response, *, url: str, max_bytes: int, deadline: float) -> bytes | None:
+    """The body, or None as soon as it turns out larger than ``max_bytes``; still arriving at the deadline, an error.
+
+    ``read1`` returns whatever has arrived, so a server that sends a byte at a time (each within the read timeout)
+    cannot hold the download past the deadline; requests' ``iter_content`` would wait for each whole chunk.
+    """
+    # Content-Length may be absent or wrong, so the bytes actually read are what count.
+    content = bytearray()
+    while chunk := response.raw.read1(64 * 1024):
+        content += chunk
+        if len(content) > max_bytes:
+            return None
+        if time.monotonic() > deadline:
+            raise TransientProviderError(f"The URL {url} did not finish downloading in time.", code="url_unavailable")
+    return bytes(content)
