@@ -15,7 +15,6 @@ from generation.providers import (
     PermanentProviderError,
     ProviderError,
     get_image_provider,
-    get_video_provider,
 )
 
 logger = logging.getLogger(__name__)
@@ -96,7 +95,4 @@ def watch_video(job_id: str) -> None:
 @dramatiq.actor(queue_name="videos", max_age=60 * 60 * 1000)
 def cancel_video_operation(operation_name: str) -> None:
     """Ask the provider to stop a generation whose job was canceled; best effort, never retried."""
-    try:
-        get_video_provider().cancel(operation_name)
-    except ProviderError as error:
-        logger.warning("the provider did not cancel %s: %s", operation_name, error.message)
+    video_queue.video_cancel(operation_name)

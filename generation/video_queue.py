@@ -42,12 +42,14 @@ def _dispatch_round() -> None:
     slots = video_slots()
     provider = get_video_provider()
     claimed = False
+    orphans = _orphans(slots)
     try:
-        while _resume_orphans(slots) and (job := selectors.video_job_next_due()) is not None:
+        while _resume_orphans(slots, orphans) and (job := selectors.video_job_next_due()) is not None:
             holder = str(job.id)
             if not slots.acquire(holder):
                 return
-            if _orphans(slots):
+            orphans = _orphans(slots)
+            if orphans:
                 # A watcher's lease ran out since the orphans were resumed: its generation still runs at the
                 # provider, so the slot is its own, not the next video's. Resume it first.
                 slots.release(holder)
@@ -76,9 +78,9 @@ def _orphans(slots: SlotLimiter) -> list[Job]:
     ]
 
 
-def _resume_orphans(slots: SlotLimiter) -> bool:
+def _resume_orphans(slots: SlotLimiter, orphans: list[Job]) -> bool:
     """Give each orphan its slot back and a new watcher, before any waiting video; False when slots ran out."""
-    for running in _orphans(slots):
+    for running in orphans:
         holder = str(running.id)
         if not slots.acquire(holder):
             return False
@@ -188,10 +190,7 @@ def _stop(provider: VideoProvider, job: Job, *, until: float) -> None:
     The watcher keeps the slot meanwhile: whatever became of the job, the provider counts the generation
     against the limit until it says it is done, and a cancel is only a request.
     """
-    try:
-        provider.cancel(job.operation_name)
-    except ProviderError as error:
-        logger.warning("job %s: the provider did not cancel %s: %s", job.id, job.operation_name, error.message)
+    video_cancel(job.operation_name, provider=provider)
     while time.time() < until:
         try:
             if provider.poll(job.operation_name).done:
@@ -203,6 +202,14 @@ def _stop(provider: VideoProvider, job: Job, *, until: float) -> None:
             return
         time.sleep(settings.VIDEO_POLL_INTERVAL)
     logger.warning("job %s: %s may still run at the provider; its slot is given back", job.id, job.operation_name)
+
+
+def video_cancel(operation_name: str, *, provider: VideoProvider | None = None) -> None:
+    """Ask the provider to stop a generation; best effort: a refusal is logged, never raised."""
+    try:
+        (provider or get_video_provider()).cancel(operation_name)
+    except ProviderError as error:
+        logger.warning("the provider did not cancel %s: %s", operation_name, error.message)
 
 
 def _deliver(provider: VideoProvider, job: Job, operation: VideoOperation) -> None:
