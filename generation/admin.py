@@ -12,7 +12,6 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext_lazy
@@ -89,6 +88,7 @@ class JobAdmin(ReadOnlyModelAdmin):
         "user",
         "kind",
         "status",
+        "stage",
         "progress",
         "queue_state",
         "retries",
@@ -99,6 +99,7 @@ class JobAdmin(ReadOnlyModelAdmin):
     list_filter = (
         "kind",
         "status",
+        "stage",
         ("created_at", admin.DateFieldListFilter),
         ("project_id", admin.EmptyFieldListFilter),
     )
@@ -106,11 +107,22 @@ class JobAdmin(ReadOnlyModelAdmin):
     search_fields = ("user__username", "prompt", "=project_id")
     uuid_search_field = "id"
     fieldsets = (
-        (None, {"fields": ("id", "user", "kind", "status", "project_id", "prompt", "params")}),
+        (None, {"fields": ("id", "user", "kind", "status", "stage", "project_id", "prompt", "params")}),
         (_("Results and cost"), {"fields": ("quantity", "result_count", "result_urls", "credit_cost")}),
         (
             _("Scheduling"),
-            {"fields": ("retries", "next_run_at", "lease_expires_at", "created_at", "started_at", "finished_at")},
+            {
+                "fields": (
+                    "retries",
+                    "next_run_at",
+                    "lease_expires_at",
+                    "claim_token",
+                    "next_poll_at",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                )
+            },
         ),
         (
             _("Errors and provider"),
@@ -133,9 +145,9 @@ class JobAdmin(ReadOnlyModelAdmin):
         """Where a video stands in the queue: its position, or whether its slot at the provider is held."""
         if job.kind != Job.Kind.VIDEO:
             return "—"
-        if job.status == Job.Status.QUEUED:
+        if job.stage == Job.Stage.WAITING:
             return gettext("position %(position)d") % {"position": job_position(job=job)}
-        if job.status != Job.Status.PROCESSING:
+        if job.stage not in Job.OPERATION_STAGES:
             return "—"
         try:
             held = str(job.id) in video_slots().holders()
@@ -143,8 +155,6 @@ class JobAdmin(ReadOnlyModelAdmin):
             return gettext("slot unknown (Redis unavailable)")
         if held:
             return gettext("slot held")
-        if job.lease_expires_at is not None and job.lease_expires_at > timezone.now():
-            return gettext("generated, downloading")
         return gettext("no live slot: waiting to be resumed")
 
     @admin.action(description=_("Retry now"), permissions=["operate"])

@@ -21,7 +21,8 @@ from generation.models import MAX_IMAGES_PER_JOB, Generation, Job
 from generation.providers.safe_fetch import is_public_address
 from generation.selectors import generation_list, job_get, job_list
 from generation.serializers import GenerationOutputSerializer, JobOutputSerializer, job_snapshot
-from generation.services import image_job_create, job_cancel, video_job_create
+from generation.services import image_job_create, job_cancel
+from generation.videos.services import video_job_create
 from project.serializers import StrictInputSerializer, caller_id
 
 ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4"]

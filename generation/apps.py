@@ -7,3 +7,8 @@ from django.utils.translation import gettext_lazy as _
 class GenerationConfig(AppConfig):
     name = "generation"
     verbose_name = _("Generation")
+
+    def ready(self) -> None:
+        # Registers every actor with the broker, so that any process can send to them by name.
+        from generation import actors  # noqa: F401
+        from generation.videos import actors as video_actors  # noqa: F401

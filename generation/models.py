@@ -7,6 +7,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 MAX_IMAGES_PER_JOB = 4
@@ -26,7 +27,20 @@ class Job(models.Model):
         FAILED = "failed", _("Failed")
         CANCELED = "canceled", _("Canceled")
 
+    class Stage(models.TextChoices):
+        """Where a video stands in its pipeline (see generation/videos/stages.py); blank for images."""
+
+        PREPARING = "preparing", _("Preparing frames")
+        WAITING = "waiting", _("Waiting for a slot")
+        STARTING = "starting", _("Starting")
+        GENERATING = "generating", _("Generating")
+        STOPPING = "stopping", _("Stopping at the provider")
+        DOWNLOADING = "downloading", _("Downloading")
+        DONE = "done", _("Done")
+
     FINISHED_STATUSES = (Status.COMPLETED, Status.FAILED, Status.CANCELED)
+    # The stages in which the provider may be running an operation for the video: each holds a slot.
+    OPERATION_STAGES = (Stage.STARTING, Stage.GENERATING, Stage.STOPPING)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(
@@ -47,6 +61,11 @@ class Job(models.Model):
     error_code = models.CharField(_("error code"), max_length=64, blank=True)
     error_message = models.TextField(_("error message"), blank=True)
     operation_name = models.CharField(_("provider operation"), max_length=300, blank=True)
+    stage = models.CharField(_("stage"), max_length=12, choices=Stage.choices, blank=True)
+    # A new token at every claim: each conditional update of a claimed job names it, so a worker that lost its
+    # claim (its lease ran out and another took over) can no longer change the job.
+    claim_token = models.UUIDField(_("claim token"), null=True, blank=True)
+    next_poll_at = models.DateTimeField(_("next poll at"), null=True, blank=True)
     idempotency_key = models.CharField(_("idempotency key"), max_length=200, blank=True)
     request_hash = models.CharField(_("request fingerprint"), max_length=64, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
@@ -61,6 +80,7 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["user", "-created_at"], name="job_user_recent"),
             models.Index(fields=["status", "kind", "created_at"], name="job_status_kind_created"),
+            models.Index(fields=["stage", "created_at"], name="job_stage_created", condition=~Q(stage="")),
         ]
         constraints = [
             models.CheckConstraint(
@@ -84,6 +104,10 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED_STATUSES
+
+    @property
+    def lease_expired(self) -> bool:
+        return self.lease_expires_at is not None and self.lease_expires_at <= timezone.now()
 
     @property
     def unit_cost(self) -> int:

@@ -11,15 +11,18 @@ from django.db.models import Q
 from django.utils import timezone
 
 from generation import services
+from generation.dispatch import job_dispatch
 from generation.models import Job
 from generation.slots import SingleRunner
-from generation.video_queue import video_dispatch
+from generation.videos.dispatcher import video_dispatch
 from project.connections import redis_client
 
 logger = logging.getLogger(__name__)
 
 # At most this many jobs are handled in one pass, so that a large backlog is worked through in bounded steps.
 BATCH = 500
+# The video stages whose worker holds a lease on the job rather than a slot.
+_LEASED_VIDEO_STAGES = (Job.Stage.PREPARING, Job.Stage.DOWNLOADING)
 
 
 @dataclass
@@ -32,26 +35,28 @@ class Reconciled:
 
 
 def jobs_reconcile() -> Reconciled:
-    """Re-send due jobs untouched for ``RECONCILE_AFTER`` seconds and recover image jobs whose lease ran out."""
+    """Re-send due jobs untouched for ``RECONCILE_AFTER`` seconds, recover image jobs whose lease ran out, and
+    wake the video dispatcher (which adopts running videos whose poll chain went quiet)."""
     done = Reconciled()
     now = timezone.now()
     untouched = now - timedelta(seconds=settings.RECONCILE_AFTER)
-    lost = Job.objects.filter(kind=Job.Kind.IMAGE, status=Job.Status.QUEUED, updated_at__lt=untouched).filter(
-        Q(next_run_at__isnull=True) | Q(next_run_at__lt=untouched)
+    due = Q(next_run_at__isnull=True) | Q(next_run_at__lt=untouched)
+    # Steps owned by whoever holds a message: the message was lost (or its worker died and its lease ran out).
+    lost = (Q(kind=Job.Kind.IMAGE, status=Job.Status.QUEUED) | Q(stage__in=_LEASED_VIDEO_STAGES)) & (
+        Q(lease_expires_at__isnull=True, updated_at__lt=untouched) | Q(lease_expires_at__lt=now)
     )
-    for job in lost.order_by("created_at")[:BATCH]:
+    for job in Job.objects.filter(lost, due).order_by("created_at")[:BATCH]:
         # Touching the row first means the next pass waits another RECONCILE_AFTER before sending again;
         # a duplicate message is harmless anyway, since only one claim can succeed.
-        if Job.objects.filter(id=job.id, status=Job.Status.QUEUED, updated_at=job.updated_at).update(updated_at=now):
-            services.job_dispatch(job=job)
+        if Job.objects.filter(id=job.id, updated_at=job.updated_at).update(updated_at=now):
+            job_dispatch(job=job)
             done.redispatched += 1
     abandoned = Job.objects.filter(kind=Job.Kind.IMAGE, status=Job.Status.PROCESSING, lease_expires_at__lt=now)
-    for job in abandoned.order_by("lease_expires_at")[:BATCH]:
-        if services.job_recover(job=job):
+    for job_id in abandoned.order_by("lease_expires_at").values_list("id", flat=True)[:BATCH]:
+        if services.job_recover(job_id=job_id):
             done.recovered += 1
         else:
             done.failed += 1
-    # Videos: the dispatcher starts waiting ones in order and resumes generations whose watcher died.
     video_dispatch()
     if done.redispatched or done.recovered or done.failed:
         logger.warning("reconciler: %s", done)

@@ -39,24 +39,25 @@ def generation_list(*, user_id: int, project_id: str = "") -> QuerySet[Generatio
 
 
 def job_position(*, job: Job) -> int | None:
-    """A queued video's place in the line (1 = next to start), counting the queued videos created before it."""
-    if job.kind != Job.Kind.VIDEO or job.status != Job.Status.QUEUED:
+    """A waiting video's place in the line (1 = next to start), counting the waiting videos created before it; a
+    video still preparing its frames is not in the line yet."""
+    if job.stage != Job.Stage.WAITING:
         return None
-    ahead = Job.objects.filter(kind=Job.Kind.VIDEO, status=Job.Status.QUEUED, created_at__lt=job.created_at).count()
+    ahead = Job.objects.filter(stage=Job.Stage.WAITING, created_at__lt=job.created_at).count()
     return ahead + 1
 
 
 def video_job_next_due() -> Job | None:
-    """The video that should start next: the oldest queued video that is not waiting for a retry."""
+    """The video that should start next: the oldest waiting video that is not waiting for a retry."""
     now = timezone.now()
     return (
-        Job.objects.filter(kind=Job.Kind.VIDEO, status=Job.Status.QUEUED)
+        Job.objects.filter(stage=Job.Stage.WAITING)
         .filter(Q(next_run_at__isnull=True) | Q(next_run_at__lte=now))
         .order_by("created_at", "id")
         .first()
     )
 
 
-def video_jobs_processing() -> QuerySet[Job]:
-    """The videos that are running (or about to run) at the provider, oldest first."""
-    return Job.objects.filter(kind=Job.Kind.VIDEO, status=Job.Status.PROCESSING).order_by("started_at", "id")
+def video_jobs_at_provider() -> QuerySet[Job]:
+    """The videos whose operation the provider may be running (each holds a slot), oldest first."""
+    return Job.objects.filter(stage__in=Job.OPERATION_STAGES).order_by("started_at", "id")

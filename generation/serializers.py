@@ -32,6 +32,7 @@ class JobOutputSerializer(serializers.ModelSerializer):
             "id",
             "kind",
             "status",
+            "stage",
             "position",
             "project_id",
             "prompt",

@@ -39,6 +39,17 @@ end
 return 0
 """
 
+_HAND_OVER = f"""
+{_NOW}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+    redis.call('ZREM', KEYS[1], ARGV[1])
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+    return 1
+end
+return 0
+"""
+
 _LIVE = f"""
 {_NOW}
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
@@ -56,7 +67,7 @@ return 0
 
 
 @contextmanager
-def _renewed_in_background(renew: Callable[[], bool], *, period: float, name: str) -> Iterator[None]:
+def renewed_in_background(renew: Callable[[], bool], *, period: float, name: str) -> Iterator[None]:
     """Call ``renew()`` every ``period`` seconds in a thread until the block ends."""
     stop = threading.Event()
 
@@ -92,9 +103,16 @@ class SlotLimiter:
         self.limit = limit
         self.lease_ms = int(lease_seconds * 1000)
 
-    def acquire(self, holder: str) -> bool:
-        """Take a slot for the holder (or renew the one it has); False when all slots are taken."""
-        return bool(self.client.eval(_ACQUIRE, 1, self.key, holder, self.limit, self.lease_ms))
+    def acquire(self, holder: str, *, lease_seconds: float | None = None) -> bool:
+        """Take a slot for the holder (or renew the one it has) for one lease, or ``lease_seconds``; False when all
+        slots are taken."""
+        lease_ms = self.lease_ms if lease_seconds is None else int(lease_seconds * 1000)
+        return bool(self.client.eval(_ACQUIRE, 1, self.key, holder, self.limit, lease_ms))
+
+    def hand_over(self, holder: str, new_holder: str, *, lease_seconds: float) -> bool:
+        """Move the holder's live slot to ``new_holder`` for ``lease_seconds``, in one step, so that nobody can take
+        it in between; False when the holder had no live slot."""
+        return bool(self.client.eval(_HAND_OVER, 1, self.key, holder, new_holder, int(lease_seconds * 1000)))
 
     def renew(self, holder: str) -> bool:
         """Extend the holder's lease; False when it had already run out (the slot may be someone else's now)."""
@@ -109,19 +127,10 @@ class SlotLimiter:
         return {member.decode() for member in self.client.eval(_LIVE, 1, self.key)}
 
     @contextmanager
-    def holding(self, holder: str) -> Iterator[None]:
-        """Keep the holder's slot renewed until the block ends, then release it.
-
-        The slot is taken (or renewed) on entry: a holder resumed by a retry may have lost it meanwhile, and its
-        generation occupies the provider all the same.
-        """
-        if not self.acquire(holder):
-            logger.warning("%s runs without a slot: all %d are taken", holder, self.limit)
-        try:
-            with _renewed_in_background(lambda: self.renew(holder), period=self.lease_ms / 3000, name=f"slot-{holder}"):
-                yield
-        finally:
-            self.release(holder)
+    def renewing(self, holder: str) -> Iterator[None]:
+        """Keep the holder's slot renewed while the block runs (a provider call that may outlast one lease)."""
+        with renewed_in_background(lambda: self.renew(holder), period=self.lease_ms / 3000, name=f"slot-{holder}"):
+            yield
 
 
 class SingleRunner:
@@ -148,7 +157,7 @@ class SingleRunner:
             try:
                 self.client.delete(self.request_key)
                 # Renewed while the routine runs, the lock of a caller that dies runs out within lock_seconds.
-                with _renewed_in_background(
+                with renewed_in_background(
                     functools.partial(self._renew_lock, token), period=self.lock_ms / 3000, name=self.lock_key
                 ):
                     routine()

@@ -150,12 +150,13 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.TimeLimit",
         "dramatiq.middleware.ShutdownNotifications",
         "dramatiq.middleware.Callbacks",
+        "dramatiq.middleware.CurrentMessage",
         "generation.middleware.BackoffRetries",
         "generation.middleware.Housekeeping",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
     ],
 }
-DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
+DRAMATIQ_AUTODISCOVER_MODULES = ["actors", "videos.actors"]
 # An idle Redis consumer polls its queue at most this many milliseconds apart (Dramatiq's default is 1000),
 # which bounds how long a new job or a due retry waits for an idle worker. rundramatiq passes the
 # environment on to the worker processes it starts.
@@ -191,7 +192,16 @@ LOCAL_VIDEO_FAILURE_RATE = float(os.environ.get("LOCAL_VIDEO_FAILURE_RATE", "0")
 
 IMAGE_RETRY_DELAYS = env_floats("IMAGE_RETRY_DELAYS", "5,10,20")
 VIDEO_MAX_CONCURRENT = int(os.environ.get("VIDEO_MAX_CONCURRENT", "2"))
-VIDEO_POLL_INTERVAL = float(os.environ.get("VIDEO_POLL_INTERVAL", "10"))
+# A generation is polled first VIDEO_FIRST_POLL seconds after its start (near Veo's shortest generation, 11 s),
+# then every VIDEO_POLL_INTERVAL seconds, so that its slot goes to the next video soon after it ends.
+VIDEO_FIRST_POLL = float(os.environ.get("VIDEO_FIRST_POLL", "10"))
+VIDEO_POLL_INTERVAL = float(os.environ.get("VIDEO_POLL_INTERVAL", "1"))
+# A start call whose outcome is unknown (timeout, reset, 5xx: the provider may have created the operation) keeps
+# a slot this long, Veo's longest generation, before the slot counts as free again; the start is retried meanwhile.
+VIDEO_AMBIGUOUS_START_HOLD = float(os.environ.get("VIDEO_AMBIGUOUS_START_HOLD", "360"))
+# A job that ended while its operation ran (canceled, failed, timed out) keeps the slot until the provider says
+# the operation ended, or until VIDEO_TIMEOUT + VIDEO_STOP_GRACE seconds after its start at the latest.
+VIDEO_STOP_GRACE = float(os.environ.get("VIDEO_STOP_GRACE", "120"))
 VIDEO_TIMEOUT = float(os.environ.get("VIDEO_TIMEOUT", "900"))
 # A video slot is a lease renewed while its generation runs; a dead worker's slot comes back after this long.
 VIDEO_SLOT_LEASE = float(os.environ.get("VIDEO_SLOT_LEASE", "30"))

@@ -98,7 +98,10 @@ def veo_settings(settings: Any, veo: FakeVeoServer) -> FakeVeoServer:
     settings.GEMINI_API_BASE = veo.url
     settings.GEMINI_API_KEY = "veo-key"
     settings.PROVIDER_TIMEOUT = 5
+    settings.VIDEO_FIRST_POLL = 0.2
     settings.VIDEO_POLL_INTERVAL = 0.05
+    settings.VIDEO_AMBIGUOUS_START_HOLD = 2.0
+    settings.VIDEO_STOP_GRACE = 2.0
     settings.VIDEO_SLOT_LEASE = 1.5
     settings.VIDEO_DISPATCH_TICK = 0.2
     settings.IMAGE_RETRY_DELAYS = (0.3, 0.6, 1.2)

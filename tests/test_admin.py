@@ -232,19 +232,22 @@ def test_admin_sends_users_without_staff_status_to_the_login_page(client, make_u
 
 @pytest.mark.django_db
 def test_video_jobs_show_their_queue_position_and_slot_state(admin_client, make_user):
-    from generation.services import video_job_create
     from generation.slots import video_slots
+    from generation.videos.services import video_job_create
 
     owner = make_user(credits=100)
     running = video_job_create(user_id=owner.pk, prompt="running take", aspect_ratio="16:9", duration=4)
     video_job_create(user_id=owner.pk, prompt="waiting take", aspect_ratio="16:9", duration=4)
-    Job.objects.filter(id=running.id).update(status="processing", operation_name="models/veo/operations/1")
+    Job.objects.filter(id=running.id).update(
+        status="processing", stage="generating", operation_name="models/veo/operations/1"
+    )
     slots = video_slots()
     slots.acquire(str(running.id))
     try:
         page = admin_client.get("/admin/generation/job/").content.decode()
         assert "slot held" in page
         assert "position 1" in page
+        assert "?stage__exact=generating" in page
         detail = admin_client.get(f"/admin/generation/job/{running.id}/change/").content.decode()
         assert "models/veo/operations/1" in detail
     finally:

@@ -62,7 +62,7 @@ def test_positions_count_the_queued_videos_created_before(rich_api, make_user):
     second = other.post("/api/videos/", {"prompt": "two"}, format="json").json()
     third = rich_api.post("/api/videos/", {"prompt": "three"}, format="json").json()
     assert [first["position"], second["position"], third["position"]] == [1, 2, 3]
-    Job.objects.filter(id=first["id"]).update(status=Job.Status.PROCESSING)
+    Job.objects.filter(id=first["id"]).update(status=Job.Status.PROCESSING, stage=Job.Stage.STARTING)
     assert rich_api.get(f"/api/jobs/{third['id']}/").json()["position"] == 2
     assert other.get(f"/api/jobs/{second['id']}/").json()["position"] == 1
     assert rich_api.get(f"/api/jobs/{first['id']}/").json()["position"] is None

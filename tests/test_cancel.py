@@ -10,7 +10,8 @@ from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
 from generation import services
 from generation.models import Job
-from generation.video_queue import video_dispatch
+from generation.videos.dispatcher import video_dispatch
+from generation.videos.services import video_job_create
 from tests.conftest import run_worker, token_client
 from tests.test_image_pipeline import wait_finished, wait_for
 
@@ -74,8 +75,8 @@ def cancel_a_generating_video(broker: Any, veo: Any, settings: Any, owner: Any, 
     behind it has completed; return the canceled job."""
     settings.VIDEO_MAX_CONCURRENT = 1
     veo.generation_seconds = seconds
-    running = services.video_job_create(user_id=owner.pk, prompt="long take", aspect_ratio="16:9", duration=8)
-    waiting = services.video_job_create(user_id=owner.pk, prompt="next take", aspect_ratio="16:9", duration=8)
+    running = video_job_create(user_id=owner.pk, prompt="long take", aspect_ratio="16:9", duration=8)
+    waiting = video_job_create(user_id=owner.pk, prompt="next take", aspect_ratio="16:9", duration=8)
     worker = run_worker(broker, {"videos"})
     try:
         video_dispatch()

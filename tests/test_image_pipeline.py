@@ -154,22 +154,29 @@ def test_exhaustion_handler_running_twice_refunds_once(broker, user):
     assert credit_balance(user_id=user.pk) == credit_ledger_total(user_id=user.pk) == 10
 
 
-def test_middleware_does_not_retry_exceptions_outside_retry_when(broker):
+def test_middleware_retries_only_the_exceptions_named_and_only_while_the_work_is_the_messages(broker):
     calls: list[str] = []
+    still_ours = [True, False]
+
+    def on_retry(*args: object) -> bool:
+        calls.append("retry")
+        return still_ours.pop(0)
 
     @dramatiq.actor(
         actor_name="narrow_retries_probe",
         queue_name="probe",
-        retry_delays=(1.0,),
-        retry_when=(TransientProviderError,),
-        on_retry=lambda *args: calls.append("retry"),
-        on_retry_exhausted=lambda *args: calls.append("exhausted"),
+        backoff_delays=(1.0,),
+        backoff_retry_on=(TransientProviderError,),
+        backoff_on_retry=on_retry,
+        backoff_on_give_up=lambda *args: calls.append("gave up"),
     )
     def probe() -> None: ...
 
     middleware = next(m for m in broker.middleware if isinstance(m, BackoffRetries))
     middleware.after_process_message(broker, MessageProxy(probe.message()), exception=ValueError("bug"))
     middleware.after_process_message(broker, MessageProxy(probe.message()), exception=TransientProviderError("later"))
-    assert calls == ["exhausted", "retry"]
-    # Only the retryable failure was put back, on the delay queue.
+    # A message whose job another worker took over meanwhile is not put back.
+    middleware.after_process_message(broker, MessageProxy(probe.message()), exception=TransientProviderError("late"))
+    assert calls == ["gave up", "retry", "retry"]
+    # Only the retryable failure that was still the message's own was put back, on the delay queue.
     assert broker.client.llen(f"{broker.namespace}:probe.DQ") == 1

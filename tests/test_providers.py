@@ -26,6 +26,7 @@ from generation.providers import (
 from generation.providers.gateway import GatewayImageProvider
 from generation.providers.local import ASPECT_RATIO_SIZES, LocalImageProvider
 from generation.providers.openai import OpenAIImageProvider
+from tests.fake_frames import FakeFrameServer
 from tests.fake_provider import GATEWAY_PATH, OPENAI_PATH, FakeProviderServer
 
 GATEWAY_MODEL = "google/gemini-2.5-flash-image-preview"
@@ -165,6 +166,22 @@ def test_remote_provider_maps_answer_slower_than_timeout_to_transient_timeout(
     assert raised.value.code == "provider_timeout"
     # Well before the 3 s answer: the client gave up at its timeout rather than waiting.
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("kind", PROVIDER_KINDS)
+@pytest.mark.parametrize("behaviour", ["drip_headers", "endless_slow_body"])
+def test_remote_provider_gives_up_on_a_dripping_answer_at_its_total_deadline(kind: str, behaviour: str) -> None:
+    with FakeFrameServer(drip_seconds=0.2) as dripping:
+        started = time.monotonic()
+
+        with pytest.raises(TransientProviderError) as raised:
+            remote_client(kind, dripping.url(behaviour), timeout=1.0).generate_image(ImageRequest("a cat", "1:1"))
+
+        elapsed = time.monotonic() - started
+    # Each byte comes well within the timeout, so only a deadline on the whole call stops it: a body cut short
+    # there is a timeout, not a malformed answer.
+    assert raised.value.code == "provider_timeout"
+    assert elapsed < 1.0 + 2
 
 
 @pytest.mark.parametrize("kind", PROVIDER_KINDS)

@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 
+from generation.providers import frames as frames_module
 from generation.providers import safe_fetch
 from generation.providers.base import PermanentProviderError, ProviderError, TransientProviderError
 from generation.providers.frames import fetch_frame
 from generation.providers.safe_fetch import fetch_public, is_public_address
+from tests.fake_frames import PNG as FRAME_PNG
+from tests.fake_frames import FakeFrameServer
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
@@ -132,6 +135,15 @@ def server() -> Iterator[LocalServer]:
     local.start()
     yield local
     local.stop()
+
+
+@pytest.fixture
+def frames(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeFrameServer]:
+    """The hostile frame host, reachable on 127.0.0.1, with fetch_frame's deadline cut to one second."""
+    settings.FETCH_ALLOW_PRIVATE_ADDRESSES = True
+    monkeypatch.setattr(frames_module, "FRAME_TIMEOUT", 1.0)
+    with FakeFrameServer(drip_seconds=0.2) as server:
+        yield server
 
 
 @pytest.fixture
@@ -352,7 +364,7 @@ def test_a_server_that_does_not_answer_in_time_is_a_transient_error(server: Loca
     error = fetch_error(server.url("/slow.png"), timeout=0.2)
 
     assert isinstance(error, TransientProviderError)
-    assert error.code == "url_unavailable"
+    assert error.code == "url_timeout"
 
 
 @pytest.mark.usefixtures("loopback_counts_as_public")
@@ -378,6 +390,117 @@ def test_a_server_that_drips_its_body_is_cut_off_at_the_timeout(server: LocalSer
     assert isinstance(error, TransientProviderError)
     assert "in time" in error.message
     assert time.monotonic() - started < 1.5
+
+
+def frame_error(url: str) -> tuple[ProviderError, float]:
+    """The error fetch_frame raises for ``url``, and how many seconds it took to raise it."""
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as caught:
+        fetch_frame(url)
+    return caught.value, time.monotonic() - started
+
+
+@pytest.mark.usefixtures("loopback_counts_as_public")
+def test_the_deadline_covers_every_redirect_together(server: LocalServer) -> None:
+    def slow_redirect(target: str) -> Route:
+        def answer(handler: _Handler) -> None:
+            # Each hop answers well within the timeout; the three together take longer.
+            time.sleep(0.4)
+            handler.redirect(target)
+
+        return answer
+
+    server.routes["/0"] = slow_redirect("/1")
+    server.routes["/1"] = slow_redirect("/2")
+    server.routes["/2"] = slow_redirect("/cat.png")
+    server.routes["/cat.png"] = png
+    started = time.monotonic()
+
+    error = fetch_error(server.url("/0"), timeout=1.0)
+
+    assert isinstance(error, TransientProviderError)
+    assert error.code == "url_timeout"
+    assert time.monotonic() - started < 1.0 + 2
+
+
+def test_fetch_frame_returns_the_frame_servers_png(frames: FakeFrameServer) -> None:
+    frame = fetch_frame(frames.url("png"))
+
+    assert (frame.content, frame.mime_type) == (FRAME_PNG, "image/png")
+
+
+@pytest.mark.parametrize("behaviour", ["drip_headers", "endless_slow_body"])
+def test_a_frame_host_that_drips_is_cut_off_at_the_total_deadline(frames: FakeFrameServer, behaviour: str) -> None:
+    error, elapsed = frame_error(frames.url(behaviour))
+
+    assert isinstance(error, TransientProviderError)
+    assert error.code == "url_timeout"
+    assert "within 1 s" in error.message
+    # The behaviour under test is the timing: the deadline of one second, plus a generous margin, not minutes.
+    assert elapsed < 1.0 + 2
+
+
+def test_a_redirect_to_a_host_name_with_an_overlong_label_is_refused(frames: FakeFrameServer) -> None:
+    error, _ = frame_error(frames.url("long_label_redirect"))
+
+    assert isinstance(error, PermanentProviderError)
+    assert error.code == "url_refused"
+    assert "not a valid host name" in error.message
+    assert [path for _, path in frames.requests] == ["/long_label_redirect"]
+
+
+@pytest.mark.parametrize("label", ["a" * 64, "a..b", ".a"])
+def test_a_url_whose_host_name_cannot_be_encoded_is_refused(label: str) -> None:
+    error = fetch_error(f"http://{label}.example/cat.png")
+
+    assert isinstance(error, PermanentProviderError)
+    assert error.code == "url_refused"
+
+
+def test_a_redirect_to_an_unparseable_url_is_refused(server: LocalServer, settings: Any) -> None:
+    settings.FETCH_ALLOW_PRIVATE_ADDRESSES = True
+    server.routes["/redirect"] = redirect_to("http://[::1/cat.png")
+
+    error = fetch_error(server.url("/redirect"))
+
+    assert isinstance(error, PermanentProviderError)
+    assert error.code == "url_refused"
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "code"),
+    [
+        ("html", "url_wrong_type"),
+        ("huge_declared", "url_too_large"),
+        ("huge_undeclared", "url_too_large"),
+        ("endless_fast_body", "url_too_large"),
+    ],
+)
+def test_a_frame_host_serving_the_wrong_thing_is_refused(frames: FakeFrameServer, behaviour: str, code: str) -> None:
+    error, elapsed = frame_error(frames.url(behaviour))
+
+    assert isinstance(error, PermanentProviderError)
+    assert error.code == code
+    assert elapsed < 1.0 + 2
+
+
+def test_the_frame_server_stops_promptly_while_a_handler_drips() -> None:
+    server = FakeFrameServer(drip_seconds=5).start()
+    client = socket.create_connection(("127.0.0.1", server.port))
+    client.sendall(b"GET /endless_slow_body HTTP/1.0\r\n\r\n")
+    # The status line and the PNG signature come at once; the handler is then waiting to drip.
+    client.recv(1024)
+    started = time.monotonic()
+
+    server.stop()
+
+    assert time.monotonic() - started < 1
+    client.close()
+
+
+def test_the_frame_server_rejects_an_unknown_behaviour() -> None:
+    with FakeFrameServer() as server, pytest.raises(ValueError, match="drip_headers"):
+        server.url("drip_everything")
 
 
 @pytest.mark.parametrize(

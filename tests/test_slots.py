@@ -52,13 +52,25 @@ def test_a_lease_that_is_not_renewed_runs_out(key):
     assert slots.acquire("next")
 
 
-def test_holding_renews_past_the_lease_and_releases_at_the_end(key):
+def test_renewing_keeps_the_slot_past_its_lease_until_the_block_ends(key):
     slots = limiter(key, limit=1, lease=0.3)
-    with slots.holding("long"):
-        assert slots.acquire("long")
+    assert slots.acquire("long")
+    with slots.renewing("long"):
         time.sleep(1.0)
         assert not slots.acquire("other")
+    time.sleep(0.35)
     assert slots.acquire("other")
+
+
+def test_hand_over_moves_a_live_slot_without_freeing_it(key):
+    slots = limiter(key, limit=1, lease=5)
+    assert slots.acquire("attempt")
+    assert slots.hand_over("attempt", "ambiguous", lease_seconds=0.3)
+    assert slots.holders() == {"ambiguous"}
+    assert not slots.acquire("next")
+    time.sleep(0.35)
+    assert slots.acquire("next")
+    assert not slots.hand_over("gone", "other", lease_seconds=1)
 
 
 def test_concurrent_acquires_never_exceed_the_limit(key):

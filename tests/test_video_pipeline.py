@@ -12,10 +12,11 @@ from django.core.files.storage import default_storage
 
 from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
-from generation import selectors, services
+from generation import selectors
 from generation.models import Job
 from generation.slots import video_slots
-from generation.video_queue import video_dispatch
+from generation.videos.dispatcher import video_dispatch
+from generation.videos.services import video_job_create
 from tests.conftest import run_worker
 from tests.test_image_pipeline import wait_finished, wait_for
 
@@ -30,7 +31,7 @@ def worker(broker: dramatiq.Broker, veo_settings: Any) -> Iterator[dramatiq.Work
 
 
 def submit(user: Any, prompt: str) -> Job:
-    return services.video_job_create(user_id=user.pk, prompt=prompt, aspect_ratio="16:9", duration=4)
+    return video_job_create(user_id=user.pk, prompt=prompt, aspect_ratio="16:9", duration=4)
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from generation.providers import (
 )
 from generation.providers.local_video import OPERATION_PREFIX, VIDEO_SIZES, LocalVideoProvider
 from generation.providers.veo import MAX_VIDEO_BYTES, VeoVideoProvider, google_error, operation_state
+from tests.fake_frames import FakeFrameServer
 from tests.fake_http import closed_port_url
 from tests.fake_veo import FILTERED_REASON, FakeVeoServer
 
@@ -252,6 +253,35 @@ def test_veo_maps_an_answer_slower_than_the_timeout_to_transient_timeout(veo: Fa
     assert raised.value.code == "provider_timeout"
     # Well before the 3 s answer: the client gave up at its timeout rather than waiting.
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda client: client.start(A_CAT),
+        lambda client: client.poll(f"models/{MODEL}/operations/abc"),
+        lambda client: client.cancel(f"models/{MODEL}/operations/abc"),
+        lambda client: client.download(f"{client.base_url}/files/abc:download?alt=media"),
+    ],
+    ids=["start", "poll", "cancel", "download"],
+)
+@pytest.mark.parametrize("behaviour", ["drip_headers", "endless_slow_body"])
+def test_veo_gives_up_on_a_dripping_answer_at_its_total_deadline(
+    call: Callable[[VeoVideoProvider], Any], behaviour: str
+) -> None:
+    with FakeFrameServer(drip_seconds=0.2) as dripping:
+        client = VeoVideoProvider(base_url=dripping.url(behaviour), api_key="key", model=MODEL, timeout=1.0)
+        started = time.monotonic()
+
+        with pytest.raises(TransientProviderError) as raised:
+            call(client)
+
+        elapsed = time.monotonic() - started
+        [(_, path)] = dripping.requests
+    # Each byte comes well within the timeout, so only a deadline on the whole call stops it.
+    assert raised.value.code == "provider_timeout"
+    assert elapsed < 1.0 + 2
+    assert path.startswith(f"/{behaviour}/")
 
 
 @pytest.mark.parametrize(

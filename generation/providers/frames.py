@@ -10,6 +10,6 @@ FRAME_TIMEOUT = 10.0
 
 
 def fetch_frame(url: str) -> VideoFrame:
-    """Download an image from a user-supplied public URL, bounded in time, size and content type."""
+    """Download an image from a user-supplied public URL within ``FRAME_TIMEOUT`` s in all, bounded in size and type."""
     content, mime_type = fetch_public(url, max_bytes=MAX_FRAME_BYTES, allowed_types=("image/",), timeout=FRAME_TIMEOUT)
     return VideoFrame(content=content, mime_type=mime_type)

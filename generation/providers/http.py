@@ -1,5 +1,8 @@
 """HTTP plumbing shared by the remote providers: request helpers and one table from failures to errors.
 
+Every call runs on a fresh session of its own within one total deadline, the client's timeout, which covers
+connecting, the answer, its body and any redirects (see ``deadline``); passing it is a transient ``provider_timeout``.
+
 A 2xx answer that is not the documented shape (unparseable JSON, missing fields, undecodable image bytes) is a
 transient ``malformed_response``, since a truncated or garbled answer may well succeed next time; a well-formed
 answer that simply holds no image is a permanent ``no_image``, since the model declined and tends to do so again.
@@ -16,6 +19,7 @@ from typing import Any
 import requests
 
 from generation.providers.base import GeneratedImage, PermanentProviderError, ProviderError, TransientProviderError
+from generation.providers.deadline import Deadline, bounded_session
 
 # OpenAI's error codes for a prompt or reference image refused by its safety system.
 _REFUSAL_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
@@ -25,11 +29,12 @@ _IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "ima
 
 
 class BearerJsonEndpoint:
-    """One JSON endpoint of a provider that authenticates with a bearer key, with a timeout on every call."""
+    """One JSON endpoint of a provider that authenticates with a bearer key, each call bounded by ``timeout``."""
 
     def __init__(self, *, url: str, api_key: str, timeout: float) -> None:
         self.url = url
         self.timeout = timeout
+        # Holds the headers every call sends; each call runs on a bounded session of its own.
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {api_key}"
 
@@ -39,10 +44,12 @@ class BearerJsonEndpoint:
 
 
 def post_json(session: requests.Session, url: str, payload: dict[str, Any], *, timeout: float) -> dict[str, Any]:
-    """POST ``payload`` as JSON and return the JSON object answered, raising a typed provider error otherwise."""
-    with transport_errors(timeout):
-        # The timeout bounds each wait on the socket, not the whole call; the worker's time limit bounds that.
-        response = session.post(url, json=payload, timeout=timeout)
+    """POST ``payload`` as JSON with ``session``'s headers, the whole call within ``timeout`` seconds.
+
+    Returns the JSON object answered, raising a typed provider error otherwise.
+    """
+    with bounded_call(session, timeout) as call:
+        response = call.post(url, json=payload, timeout=timeout)
     body = json_or_none(response)
     if not 200 <= response.status_code < 300:
         raise error_for_status(response.status_code, body)
@@ -57,15 +64,31 @@ def post_json(session: requests.Session, url: str, payload: dict[str, Any], *, t
 
 
 @contextmanager
-def transport_errors(timeout: float) -> Iterator[None]:
-    """Turn a timeout or a connection failure inside the block, reading a streamed body too, into a transient error."""
+def bounded_call(template: requests.Session, timeout: float) -> Iterator[requests.Session]:
+    """Yield a fresh session with ``template``'s headers on which everything the block does ends within ``timeout``.
+
+    A failure inside the block, reading a streamed body too, becomes a transient provider error; so does a deadline
+    that passed by the end of the block, since a body the deadline cut short can look complete.
+    """
+    with bounded_session(timeout) as session, transport_errors(timeout, deadline=session.deadline):
+        session.headers.update(template.headers)
+        yield session
+        session.deadline.check()
+
+
+@contextmanager
+def transport_errors(timeout: float, *, deadline: Deadline | None = None) -> Iterator[None]:
+    """Turn a timeout or a connection failure inside the block, reading a streamed body too, into a transient error.
+
+    A connection failure once ``deadline`` has passed is its watchdog's doing, so it counts as a timeout.
+    """
     try:
         yield
-    except requests.Timeout as error:
-        raise TransientProviderError(
-            f"The provider did not answer within {timeout:g} s.", code="provider_timeout"
-        ) from error
     except requests.RequestException as error:
+        if isinstance(error, requests.Timeout) or (deadline is not None and deadline.expired):
+            raise TransientProviderError(
+                f"The provider did not answer within {timeout:g} s.", code="provider_timeout"
+            ) from error
         raise TransientProviderError(
             f"The provider could not be reached ({type(error).__name__}).", code="provider_unreachable"
         ) from error

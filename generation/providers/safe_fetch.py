@@ -9,13 +9,18 @@ option for the address it connects to, so ``_PinnedAdapter`` resolves and checks
 a connection pool on the checked IP, and keeps the host name where it is still needed: in the ``Host`` header, and
 as urllib3's ``server_hostname``, which TLS uses for SNI and for verifying the certificate. Proxies from the
 environment are ignored, since a proxy would resolve the name itself.
+
+The whole fetch, every redirect included, runs within one deadline (see ``deadline``): a server that drips its
+headers or its body a byte at a time cannot hold the caller past it. Whatever goes wrong comes out as a provider
+error: ``url_refused`` (not http or https, not a valid host name, not a public address, too many redirects),
+``url_timeout`` (the deadline passed), ``url_unavailable`` (unreachable, or an error status), ``url_wrong_type`` and
+``url_too_large``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
@@ -24,11 +29,11 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 from django.conf import settings
-from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
 from urllib3.connectionpool import ConnectionPool
 
 from generation.providers.base import PermanentProviderError, TransientProviderError
+from generation.providers.deadline import Deadline, DeadlineAdapter, bounded_session
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -44,23 +49,20 @@ def fetch_public(
 ) -> tuple[bytes, str]:
     """Download ``url`` from a public address and return its bytes and MIME type, or raise a typed provider error.
 
-    ``timeout`` bounds each connection and each wait for bytes, and also the download as a whole.
+    ``timeout`` bounds the whole fetch: connecting, the answer, the body and every redirect together.
     """
-    deadline = time.monotonic() + timeout
-    with requests.Session() as session:
+    with bounded_session(timeout, adapter_class=_PinnedAdapter) as session:
         # A proxy would resolve the host name itself, out of reach of the address check.
         session.trust_env = False
-        adapter = _PinnedAdapter()
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
         for _ in range(MAX_REDIRECTS + 1):
-            if urlsplit(url).scheme.lower() not in _DEFAULT_PORTS:
-                raise PermanentProviderError(f"Only http and https URLs are fetched, not {url}.", code="url_refused")
-            with _transport_errors(url), _get(session, url, timeout) as response:
+            _refuse_unless_web(url)
+            with _transport_errors(url, session.deadline), _get(session, url, timeout) as response:
                 location = response.headers.get("Location")
                 if response.status_code not in _REDIRECT_STATUSES or not location:
-                    return _read(response, url=url, max_bytes=max_bytes, allowed_types=allowed_types, deadline=deadline)
-            url = urljoin(url, location)
+                    return _read(
+                        response, url=url, max_bytes=max_bytes, allowed_types=allowed_types, deadline=session.deadline
+                    )
+            url = _redirect_target(url, location)
     raise PermanentProviderError(f"The URL redirected more than {MAX_REDIRECTS} times.", code="url_refused")
 
 
@@ -72,6 +74,9 @@ def resolve_public(host: str, port: int) -> IPAddress:
     """
     try:
         answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except ValueError as error:
+        # Encoding the name for DNS fails for a label over 63 characters, among others (UnicodeError, IDNAError).
+        raise PermanentProviderError(f"The host {host[:100]} is not a valid host name.", code="url_refused") from error
     except OSError as error:
         raise TransientProviderError(f"The host {host} could not be resolved.", code="url_unavailable") from error
     addresses = [ipaddress.ip_address(answer[4][0]) for answer in answers]
@@ -93,7 +98,7 @@ def is_public_address(address: IPAddress) -> bool:
     return address.is_global and not address.is_multicast
 
 
-class _PinnedAdapter(HTTPAdapter):
+class _PinnedAdapter(DeadlineAdapter):
     """A transport adapter that connects to the address it checked for a host, never to a fresh DNS answer."""
 
     def get_connection_with_tls_context(
@@ -111,8 +116,10 @@ class _PinnedAdapter(HTTPAdapter):
         pool_kwargs: dict[str, Any] = dict(key_attributes)
         if scheme == "https":
             pool_kwargs["server_hostname"] = host
-        return self.poolmanager.connection_from_host(
-            host=str(address), port=host_params["port"], scheme=scheme, pool_kwargs=pool_kwargs
+        return self.watch(
+            self.poolmanager.connection_from_host(
+                host=str(address), port=host_params["port"], scheme=scheme, pool_kwargs=pool_kwargs
+            )
         )
 
     def add_headers(self, request: PreparedRequest, **kwargs: Any) -> None:
@@ -120,28 +127,59 @@ class _PinnedAdapter(HTTPAdapter):
         request.headers["Host"] = urlsplit(cast(str, request.url)).netloc.rpartition("@")[2]
 
 
+def _refuse_unless_web(url: str) -> None:
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as error:
+        raise PermanentProviderError(f"The URL {url} is not valid.", code="url_refused") from error
+    if scheme not in _DEFAULT_PORTS:
+        raise PermanentProviderError(f"Only http and https URLs are fetched, not {url}.", code="url_refused")
+
+
+def _redirect_target(url: str, location: str) -> str:
+    try:
+        return urljoin(url, location)
+    except ValueError as error:
+        raise PermanentProviderError(f"The URL {url} redirected to an invalid URL.", code="url_refused") from error
+
+
 @contextmanager
-def _transport_errors(url: str) -> Iterator[None]:
+def _transport_errors(url: str, deadline: Deadline) -> Iterator[None]:
     try:
         yield
-    except requests.exceptions.InvalidURL as error:
+    except (requests.exceptions.InvalidURL, urllib3.exceptions.LocationValueError) as error:
         raise PermanentProviderError(f"The URL {url} is not valid.", code="url_refused") from error
     except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-        # The body is read from urllib3's response directly, whose errors requests does not wrap.
+        # The body is read from urllib3's response directly, whose errors requests does not wrap. A connection the
+        # deadline's watchdog shut down fails like any broken one.
+        if deadline.expired or isinstance(error, (requests.Timeout, urllib3.exceptions.TimeoutError)):
+            raise _timed_out(url, deadline) from error
         raise TransientProviderError(
             f"The URL {url} could not be fetched ({type(error).__name__}).", code="url_unavailable"
         ) from error
+    except ValueError as error:
+        # requests parses the Location of a redirect it will not follow, and a malformed one raises bare ValueError.
+        raise PermanentProviderError(
+            f"The URL {url}, or where it redirects, is not valid.", code="url_refused"
+        ) from error
+
+
+def _timed_out(url: str, deadline: Deadline) -> TransientProviderError:
+    return TransientProviderError(
+        f"The URL {url} did not answer in time (within {deadline.seconds:g} s).", code="url_timeout"
+    )
 
 
 def _get(session: requests.Session, url: str, timeout: float) -> requests.Response:
-    # Images are compressed already; asking for identity keeps the byte cap on what the server sends.
+    # Images are compressed already; asking for identity keeps the byte cap on what the server sends. The session's
+    # deadline cuts the per-operation timeout down to the time left.
     return session.get(
         url, timeout=timeout, stream=True, allow_redirects=False, headers={"Accept-Encoding": "identity"}
     )
 
 
 def _read(
-    response: requests.Response, *, url: str, max_bytes: int, allowed_types: tuple[str, ...], deadline: float
+    response: requests.Response, *, url: str, max_bytes: int, allowed_types: tuple[str, ...], deadline: Deadline
 ) -> tuple[bytes, str]:
     status = response.status_code
     if status >= 500 or status in (408, 429):
@@ -159,11 +197,12 @@ def _read(
     return content, mime_type
 
 
-def _read_body(response: requests.Response, *, url: str, max_bytes: int, deadline: float) -> bytes | None:
+def _read_body(response: requests.Response, *, url: str, max_bytes: int, deadline: Deadline) -> bytes | None:
     """The body, or None as soon as it turns out larger than ``max_bytes``; still arriving at the deadline, an error.
 
-    ``read1`` returns whatever has arrived, so a server that sends a byte at a time (each within the read timeout)
-    cannot hold the download past the deadline; requests' ``iter_content`` would wait for each whole chunk.
+    ``read1`` returns whatever has arrived, so the loop notices the deadline between bytes a server drips; the
+    watchdog ends a wait that would outlast it, after which ``read1`` may answer an empty chunk as if the body were
+    complete. So the deadline, not the end of the loop, decides whether the body is whole.
     """
     # Content-Length may be absent or wrong, so the bytes actually read are what count.
     content = bytearray()
@@ -171,6 +210,8 @@ def _read_body(response: requests.Response, *, url: str, max_bytes: int, deadlin
         content += chunk
         if len(content) > max_bytes:
             return None
-        if time.monotonic() > deadline:
-            raise TransientProviderError(f"The URL {url} did not finish downloading in time.", code="url_unavailable")
+        if deadline.expired:
+            break
+    if deadline.expired:
+        raise _timed_out(url, deadline)
     return bytes(content)

@@ -1,6 +1,7 @@
 """Google Veo through the Gemini API: start a long-running operation, poll it, download the video it names.
 
-Every call sends the key in the ``x-goog-api-key`` header. Failures map to provider errors as follows:
+Every call sends the key in the ``x-goog-api-key`` header and ends within the client's ``timeout`` as a whole:
+connecting, the answer, its body and a download's redirects together. Failures map to provider errors as follows:
 
 ==========================================================  =========  ================================
 answer                                                      kind       code
@@ -8,7 +9,7 @@ answer                                                      kind       code
 429 ``RESOURCE_EXHAUSTED`` (``retry_after`` from RetryInfo)  transient  ``rate_limited``
 408, 5xx                                                    transient  ``provider_timeout`` /
                                                                        ``provider_unavailable``
-socket timeout, connection refused or reset                 transient  ``provider_timeout`` /
+the call's deadline passing; connection refused or reset    transient  ``provider_timeout`` /
                                                                        ``provider_unreachable``
 2xx that is not the documented shape                        transient  ``malformed_response``
 401, 403 ``PERMISSION_DENIED``, 400 ``API_KEY_INVALID``     permanent  ``provider_auth``
@@ -33,6 +34,7 @@ import requests
 
 from generation.providers.base import PermanentProviderError, ProviderError
 from generation.providers.http import (
+    bounded_call,
     error_for_status,
     json_or_none,
     malformed_response,
@@ -40,7 +42,6 @@ from generation.providers.http import (
     read_limited,
     shorten,
     status_detail,
-    transport_errors,
 )
 from generation.providers.video import GeneratedVideo, VideoFrame, VideoOperation, VideoRequest
 
@@ -61,6 +62,7 @@ class VeoVideoProvider:
         self.model = model
         self.timeout = timeout
         self.max_video_bytes = max_video_bytes
+        # Holds the headers every call sends; each call runs on a bounded session of its own.
         self.session = requests.Session()
         # requests drops Authorization on a redirect to another host but keeps custom headers, so the key also
         # goes wherever Google redirects a download; those targets are Google's own, which is acceptable.
@@ -69,8 +71,8 @@ class VeoVideoProvider:
     def start(self, request: VideoRequest) -> str:
         """Start a generation for ``request`` and return its operation name."""
         payload = {"instances": [_instance(request)], "parameters": _parameters(request)}
-        with transport_errors(self.timeout):
-            response = self.session.post(
+        with bounded_call(self.session, self.timeout) as session:
+            response = session.post(
                 f"{self.base_url}/models/{self.model}:predictLongRunning", json=payload, timeout=self.timeout
             )
         name = _json_object(response).get("name")
@@ -80,14 +82,14 @@ class VeoVideoProvider:
 
     def poll(self, operation_name: str) -> VideoOperation:
         """Ask where the operation stands; a failed or filtered generation is a finished operation, not an error."""
-        with transport_errors(self.timeout):
-            response = self.session.get(f"{self.base_url}/{operation_name.lstrip('/')}", timeout=self.timeout)
+        with bounded_call(self.session, self.timeout) as session:
+            response = session.get(f"{self.base_url}/{operation_name.lstrip('/')}", timeout=self.timeout)
         return operation_state(_json_object(response))
 
     def cancel(self, operation_name: str) -> None:
         """Ask Google to stop the generation (google.longrunning's ``:cancel``); the answer changes nothing here."""
-        with transport_errors(self.timeout):
-            response = self.session.post(f"{self.base_url}/{operation_name.lstrip('/')}:cancel", timeout=self.timeout)
+        with bounded_call(self.session, self.timeout) as session:
+            response = session.post(f"{self.base_url}/{operation_name.lstrip('/')}:cancel", timeout=self.timeout)
         if not response.ok:
             raise google_error(response.status_code, json_or_none(response))
 
@@ -97,7 +99,10 @@ class VeoVideoProvider:
             raise PermanentProviderError(
                 f"The video URI {video_uri[:100]!r} is not a web address.", code="invalid_request"
             )
-        with transport_errors(self.timeout), self.session.get(video_uri, stream=True, timeout=self.timeout) as response:
+        with (
+            bounded_call(self.session, self.timeout) as session,
+            session.get(video_uri, stream=True, timeout=self.timeout) as response,
+        ):
             if not response.ok:
                 raise google_error(response.status_code, json_or_none(response))
             content = read_limited(response, self.max_video_bytes)

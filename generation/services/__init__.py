@@ -1,4 +1,4 @@
-"""Every write to jobs and generations goes through these functions."""
+"""Every write to jobs and generations goes through these functions (videos' own: generation/videos/)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,12 @@ from generation.services.jobs import (
     job_cancel,
     job_claim,
     job_complete,
-    job_dispatch,
     job_fail,
     job_missing_indexes,
     job_recover,
     job_retry_now,
     job_retry_schedule,
     video_positions_changed,
-)
-from generation.services.videos import (
-    video_job_claim,
-    video_job_create,
-    video_job_delivering,
-    video_job_requeue,
-    video_job_started,
-    video_start_failed,
 )
 
 __all__ = [
@@ -31,17 +22,10 @@ __all__ = [
     "job_cancel",
     "job_claim",
     "job_complete",
-    "job_dispatch",
     "job_fail",
     "job_missing_indexes",
     "job_recover",
     "job_retry_now",
     "job_retry_schedule",
-    "video_job_claim",
-    "video_job_create",
-    "video_job_delivering",
-    "video_job_requeue",
-    "video_job_started",
     "video_positions_changed",
-    "video_start_failed",
 ]

@@ -8,17 +8,18 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from credits.services import credit_account_lock, credit_charge, credit_refund
+from generation.dispatch import job_dispatch, message_send_on_commit
 from generation.errors import IdempotencyKeyReused, JobAlreadyFinished, JobNotFound
 from generation.models import Generation, Job
 from generation.providers.base import GeneratedFile
@@ -30,27 +31,6 @@ logger = logging.getLogger(__name__)
 # Broker timers and the database clock are read on different machines: a retry message that
 # arrives this much before the job's next_run_at still counts as on time.
 _CLAIM_EARLY_TOLERANCE = timedelta(seconds=1)
-
-
-def job_dispatch(*, job: Job, delay: float = 0) -> None:
-    """Wake a worker for the job once the current transaction commits (after ``delay`` seconds); the message
-    carries only the id."""
-    # Imported here because the actors module imports these services.
-    from generation.actors import dispatch_videos, generate_images
-
-    # Dramatiq puts any delay that is not None, 0 included, on the delay queue: no delay must be None.
-    delay_ms = int(delay * 1000) or None
-
-    def send() -> None:
-        if job.kind == Job.Kind.VIDEO:
-            # Videos start in order through the dispatcher, never directly.
-            dispatch_videos.send_with_options(delay=delay_ms)
-        else:
-            generate_images.send_with_options(args=(str(job.id),), retries=job.retries, delay=delay_ms)
-
-    # robust: a broker that is down must not turn an accepted, charged request into an error;
-    # the job stays queued in the database, which is the source of truth.
-    transaction.on_commit(send, robust=True)
 
 
 def _request_hash(fields: dict[str, Any]) -> str:
@@ -79,7 +59,8 @@ def job_open(*, idempotency_key: str = "", admit: Callable[[], None] | None = No
     if admit is not None:
         admit()
     job = Job.objects.create(idempotency_key=idempotency_key, request_hash=request_hash, **fields)
-    credit_charge(job=job)
+    if job.credit_cost:
+        credit_charge(job=job)
     job_dispatch(job=job)
     job_changed(job_id=job.id, job=job)
     return job
@@ -101,7 +82,7 @@ def video_positions_changed() -> None:
     """Tell every waiting video's owner its new place in the line once the change commits."""
 
     def publish() -> None:
-        queued = list(Job.objects.filter(kind=Job.Kind.VIDEO, status=Job.Status.QUEUED).order_by("created_at", "id"))
+        queued = list(Job.objects.filter(stage=Job.Stage.WAITING).order_by("created_at", "id"))
         positions: dict[object, int] = {job.id: place for place, job in enumerate(queued, start=1)}
         for job in queued:
             event_append(user_id=job.user_id, event="job", data=job_snapshot(job, positions=positions))
@@ -110,12 +91,14 @@ def video_positions_changed() -> None:
 
 
 def job_claim(*, job_id: UUID | str) -> Job | None:
-    """Take a due queued job (or one whose worker's lease ran out) for this worker; None when not ours to run."""
+    """Take a due queued image job (or one whose worker's lease ran out) for this worker, under a new claim token;
+    None when not ours to run."""
     now = timezone.now()
     due = Q(status=Job.Status.QUEUED) & (Q(next_run_at__isnull=True) | Q(next_run_at__lte=now + _CLAIM_EARLY_TOLERANCE))
     abandoned = Q(status=Job.Status.PROCESSING, lease_expires_at__lt=now)
     # One conditional UPDATE: of two workers holding the same message, only one sees a row changed.
-    claimed = Job.objects.filter(due | abandoned, id=job_id).update(
+    claimed = Job.objects.filter(due | abandoned, id=job_id, kind=Job.Kind.IMAGE).update(
+        claim_token=uuid4(),
         status=Job.Status.PROCESSING,
         started_at=Coalesce("started_at", now),
         lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
@@ -135,8 +118,9 @@ def job_missing_indexes(*, job: Job) -> list[int]:
     return [index for index in range(job.quantity) if index not in delivered]
 
 
-def generation_record(*, job_id: UUID | str, index: int, result: GeneratedFile) -> Generation | None:
-    """Store one result and count it on the job; None when the job is no longer processing (stop working on it)."""
+def generation_record(*, job_id: UUID | str, claim_token: UUID, index: int, result: GeneratedFile) -> Generation | None:
+    """Store one result and count it on the job; None when the job is no longer processing under this claim (stop
+    working on it) or already holds that result."""
     job = Job.objects.get(id=job_id)
     name = default_storage.save(
         f"generations/{job.user_id}/{job.id}/{index}.{result.extension}", ContentFile(result.content)
@@ -144,7 +128,11 @@ def generation_record(*, job_id: UUID | str, index: int, result: GeneratedFile) 
     with transaction.atomic():
         # The row lock orders concurrent deliveries for the same job, so the count and the URL list stay exact.
         job = Job.objects.select_for_update().get(id=job_id)
-        if job.status != Job.Status.PROCESSING or job.generations.filter(index=index).exists():
+        if (
+            job.status != Job.Status.PROCESSING
+            or job.claim_token != claim_token
+            or job.generations.filter(index=index).exists()
+        ):
             transaction.on_commit(lambda: default_storage.delete(name))
             return None
         generation = Generation.objects.create(
@@ -165,10 +153,10 @@ def generation_record(*, job_id: UUID | str, index: int, result: GeneratedFile) 
     return generation
 
 
-def job_complete(*, job_id: UUID | str) -> bool:
-    """Mark a processing job completed; False when it had already left processing."""
+def job_complete(*, job_id: UUID | str, claim_token: UUID) -> bool:
+    """Mark a processing job completed; False when it had already left processing or this claim."""
     now = timezone.now()
-    completed = Job.objects.filter(id=job_id, status=Job.Status.PROCESSING).update(
+    completed = Job.objects.filter(id=job_id, status=Job.Status.PROCESSING, claim_token=claim_token).update(
         status=Job.Status.COMPLETED,
         finished_at=now,
         lease_expires_at=None,
@@ -182,49 +170,55 @@ def job_complete(*, job_id: UUID | str) -> bool:
     return bool(completed)
 
 
-def job_retry_schedule(*, job_id: UUID | str, retries: int, delay: float, error_code: str, error_message: str) -> bool:
-    """Put a processing job back in the queue until its next attempt is due; False when it is no longer processing."""
+@transaction.atomic
+def job_retry_schedule(
+    *, job_id: UUID | str, claim_token: UUID | None, delay: float, error_code: str, error_message: str
+) -> bool:
+    """Put a processing job claimed under ``claim_token`` back in the queue until its next attempt is due, counting
+    the retry on the job; False when the job is no longer this claim's."""
     now = timezone.now()
-    scheduled = Job.objects.filter(id=job_id, status=Job.Status.PROCESSING).update(
+    scheduled = Job.objects.filter(id=job_id, status=Job.Status.PROCESSING, claim_token=claim_token).update(
         status=Job.Status.QUEUED,
-        retries=retries,
+        # Counted by the database, never taken from a message: a late worker cannot move it backwards.
+        retries=F("retries") + 1,
         next_run_at=now + timedelta(seconds=delay),
         lease_expires_at=None,
+        claim_token=None,
         error_code=error_code,
         error_message=error_message,
         updated_at=now,
     )
     if scheduled:
         job_changed(job_id=job_id)
-        logger.warning("job %s: retry %d in %.1f s after %s: %s", job_id, retries, delay, error_code, error_message)
+        logger.warning("job %s: retry in %.1f s after %s: %s", job_id, delay, error_code, error_message)
     return bool(scheduled)
 
 
-def job_recover(*, job: Job) -> bool:
-    """Put a job whose worker stopped renewing its lease back in line for its next retry, or fail it with a
-    refund when no retry is left; True when it was put back."""
+@transaction.atomic
+def job_recover(*, job_id: UUID | str) -> bool:
+    """Put an image job whose worker stopped renewing its lease back in line for its next retry, or fail it with
+    a refund when no retry is left; True when it was put back, False when failed or no longer abandoned."""
+    job = _job_lock(job_id=job_id)
+    # Checked under the row lock: a worker that renewed its lease meanwhile keeps its job.
+    if job is None or job.status != Job.Status.PROCESSING or not job.lease_expired:
+        return False
     delays = settings.IMAGE_RETRY_DELAYS
     message = "The worker handling this job stopped responding."
     if job.retries >= len(delays):
-        job_fail(job_id=job.id, error_code="worker_lost", error_message=message)
+        _job_fail_locked(job=job, error_code="worker_lost", error_message=message)
         return False
-    now = timezone.now()
     delay = delays[job.retries]
-    # Conditional on the lease still being expired: a worker that renewed it meanwhile keeps its job.
-    recovered = Job.objects.filter(id=job.id, status=Job.Status.PROCESSING, lease_expires_at__lt=now).update(
-        status=Job.Status.QUEUED,
-        retries=job.retries + 1,
-        next_run_at=now + timedelta(seconds=delay),
-        lease_expires_at=None,
-        error_code="worker_lost",
-        error_message=message,
-        updated_at=now,
-    )
-    if recovered:
-        job.retries += 1
-        job_dispatch(job=job, delay=delay)
-        job_changed(job_id=job.id)
-        logger.warning("job %s lost its worker; retry %d in %.1f s", job.id, job.retries, delay)
+    job.status = Job.Status.QUEUED
+    job.retries += 1
+    job.next_run_at = timezone.now() + timedelta(seconds=delay)
+    job.lease_expires_at = None
+    job.claim_token = None
+    job.error_code = "worker_lost"
+    job.error_message = message
+    job.save()
+    job_dispatch(job=job, delay=delay)
+    job_changed(job_id=job.id)
+    logger.warning("job %s lost its worker; retry %d in %.1f s", job.id, job.retries, delay)
     return True
 
 
@@ -242,27 +236,35 @@ def _job_lock(*, job_id: UUID | str, user_id: int | None = None) -> Job | None:
 
 
 def _job_finish(*, job: Job, status: str, error_code: str, error_message: str, refund: int, note: str) -> None:
-    """End a locked, unfinished job in a final status and refund ``refund`` credits, once."""
-    was_waiting_video = job.kind == Job.Kind.VIDEO and job.status == Job.Status.QUEUED
+    """End a locked, unfinished job in a final status and refund ``refund`` credits, once.
+
+    A video whose operation the provider may still be running (its start call is out, or it is generating) moves
+    to ``stopping``: its slot stays taken until the provider says the operation ended, whatever became of the job.
+    """
+    was_waiting_video = job.stage == Job.Stage.WAITING
+    operation_may_run = job.stage in Job.OPERATION_STAGES
     job.status = status
     job.finished_at = timezone.now()
     job.lease_expires_at = None
     job.next_run_at = None
     job.error_code = error_code
     job.error_message = error_message
+    if job.kind == Job.Kind.VIDEO:
+        job.stage = Job.Stage.STOPPING if operation_may_run else Job.Stage.DONE
+    if job.stage != Job.Stage.STOPPING:
+        job.claim_token = None
     job.save()
-    credit_refund(job=job, amount=refund, note=note)
+    if refund > 0:
+        credit_refund(job=job, amount=refund, note=note)
     job_changed(job_id=job.id)
     if was_waiting_video:
         video_positions_changed()
+    if operation_may_run and job.operation_name:
+        # The poller keeps polling it (and holding its slot) until the provider confirms it ended.
+        message_send_on_commit("cancel_video_operation", job.operation_name)
 
 
-@transaction.atomic
-def job_fail(*, job_id: UUID | str, error_code: str, error_message: str) -> Job | None:
-    """End an unfinished job as failed and refund what it did not deliver; None when it had already finished."""
-    job = _job_lock(job_id=job_id)
-    if job is None or job.is_finished:
-        return None
+def _job_fail_locked(*, job: Job, error_code: str, error_message: str) -> None:
     undelivered = job.quantity - job.result_count
     _job_finish(
         job=job,
@@ -273,31 +275,42 @@ def job_fail(*, job_id: UUID | str, error_code: str, error_message: str) -> Job 
         note=f"{undelivered} of {job.quantity} undelivered",
     )
     logger.warning("job %s failed (%s): %s; %d result(s) refunded", job.id, error_code, error_message, undelivered)
+
+
+@transaction.atomic
+def job_fail(*, job_id: UUID | str, error_code: str, error_message: str, claim_token: UUID | None = None) -> Job | None:
+    """End an unfinished job as failed and refund what it did not deliver; None when it had already finished, or
+    when ``claim_token`` is given and the job is no longer that claim's."""
+    job = _job_lock(job_id=job_id)
+    if job is None or job.is_finished:
+        return None
+    if claim_token is not None and job.claim_token != claim_token:
+        return None
+    _job_fail_locked(job=job, error_code=error_code, error_message=error_message)
     return job
 
 
 def job_cancel_refund(*, job: Job) -> int:
-    """What a cancel gives back: every undelivered result, except half of a video already generating.
+    """What a cancel gives back: every undelivered result, except half of a video the provider may be running.
 
-    A video that has started costs the service at the provider whether or not it is kept, so canceling it
-    mid-generation refunds half its price; anything that has not reached the provider is refunded in full.
+    A video whose start call has gone out costs the service at the provider whether or not it is kept, so canceling
+    it from then on refunds half its price; anything that has not reached the provider is refunded in full.
     """
     undelivered = (job.quantity - job.result_count) * job.unit_cost
-    if job.kind == Job.Kind.VIDEO and job.operation_name:
+    if job.stage in (*Job.OPERATION_STAGES, Job.Stage.DOWNLOADING):
         return undelivered // 2
     return undelivered
 
 
 @transaction.atomic
 def job_cancel(*, job_id: UUID | str, user_id: int) -> Job:
-    """Cancel the user's unfinished job and refund per the cancel policy; a generating video is stopped too."""
+    """Cancel the user's unfinished job and refund per the cancel policy; a video at the provider is stopped too."""
     job = _job_lock(job_id=job_id, user_id=user_id)
     if job is None:
         raise JobNotFound()
     if job.is_finished:
         raise JobAlreadyFinished()
     refund = job_cancel_refund(job=job)
-    operation_name = job.operation_name
     _job_finish(
         job=job,
         status=Job.Status.CANCELED,
@@ -306,12 +319,6 @@ def job_cancel(*, job_id: UUID | str, user_id: int) -> Job:
         refund=refund,
         note="canceled",
     )
-    if operation_name:
-        # The watcher sees the job leave processing at its next poll and frees the slot; the provider is
-        # asked to stop too, where it allows it.
-        from generation.actors import cancel_video_operation
-
-        transaction.on_commit(lambda: cancel_video_operation.send(operation_name), robust=True)
     logger.info("job %s canceled by its owner; %d credits refunded", job.id, refund)
     return job
 

@@ -1,0 +1,59 @@
+"""Creating a video job: charged and queued in one transaction, within the per-user cap."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+
+from generation.errors import TooManyQueuedVideos
+from generation.models import Job
+from generation.services.jobs import job_open
+
+logger = logging.getLogger(__name__)
+
+
+@transaction.atomic
+def video_job_create(
+    *,
+    user_id: int,
+    prompt: str,
+    aspect_ratio: str,
+    duration: int,
+    negative_prompt: str = "",
+    start_frame: str = "",
+    end_frame: str = "",
+    project_id: str = "",
+    idempotency_key: str = "",
+) -> Job:
+    """Charge the user for a video and put it in line, unless the user already has too many waiting."""
+
+    def admit() -> None:
+        # Runs under the account lock that job_open takes, so two requests cannot both slip under the cap.
+        waiting = Job.objects.filter(user_id=user_id, kind=Job.Kind.VIDEO, status=Job.Status.QUEUED).count()
+        limit = settings.VIDEO_MAX_QUEUED_PER_USER
+        if waiting >= limit:
+            raise TooManyQueuedVideos(TooManyQueuedVideos.default_message % {"limit": limit}, extra={"limit": limit})
+
+    job = job_open(
+        idempotency_key=idempotency_key,
+        admit=admit,
+        user_id=user_id,
+        kind=Job.Kind.VIDEO,
+        prompt=prompt,
+        params={
+            "aspect_ratio": aspect_ratio,
+            "duration": duration,
+            "negative_prompt": negative_prompt,
+            "start_frame": start_frame,
+            "end_frame": end_frame,
+        },
+        # Frames given as URLs are fetched before the video joins the line; without any, it joins at once.
+        stage=Job.Stage.PREPARING if start_frame or end_frame else Job.Stage.WAITING,
+        quantity=1,
+        credit_cost=settings.CREDITS_PER_VIDEO,
+        project_id=project_id,
+    )
+    logger.info("job %s queued: %d s video for user %s, %d credits", job.id, duration, user_id, job.credit_cost)
+    return job
