@@ -79,8 +79,17 @@ def _job_metrics() -> Iterator[Metric]:
         jobs.add_metric([kind, status], count)
     for kind, total in retry_totals.items():
         retries.add_metric([kind], total)
+    stages = GaugeMetricFamily(
+        "genservice_video_stage", "Videos in each stage of their pipeline, finished ones left out.", labels=["stage"]
+    )
+    stage_counts = {stage: 0 for stage in Job.Stage.values if stage != Job.Stage.DONE}
+    for row in Job.objects.filter(stage__in=stage_counts).values("stage").annotate(jobs=Count("id")):
+        stage_counts[row["stage"]] = row["jobs"]
+    for stage, count in stage_counts.items():
+        stages.add_metric([stage], count)
     yield jobs
     yield retries
+    yield stages
 
 
 def _timing_metrics() -> Iterator[Metric]:

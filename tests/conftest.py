@@ -13,6 +13,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from credits.services import credit_grant
+from generation.slots import video_dispatcher, video_slots
+from project.connections import redis_client
 from tests.factories import UserFactory
 from tests.fake_provider import FakeProviderServer
 from tests.fake_veo import FakeVeoServer
@@ -92,7 +94,7 @@ def veo() -> Iterator[FakeVeoServer]:
 
 
 @pytest.fixture
-def veo_settings(settings: Any, veo: FakeVeoServer) -> FakeVeoServer:
+def veo_settings(settings: Any, veo: FakeVeoServer) -> Iterator[FakeVeoServer]:
     """Point the video pipeline at the fake Veo with fast polling, short leases and short retry delays."""
     settings.VIDEO_PROVIDER = "veo"
     settings.GEMINI_API_BASE = veo.url
@@ -105,7 +107,11 @@ def veo_settings(settings: Any, veo: FakeVeoServer) -> FakeVeoServer:
     settings.VIDEO_SLOT_LEASE = 1.5
     settings.VIDEO_DISPATCH_TICK = 0.2
     settings.IMAGE_RETRY_DELAYS = (0.3, 0.6, 1.2)
-    return veo
+    yield veo
+    # Slots and the dispatcher's lock live in Redis under the run's prefix: a test's holds (an ambiguous start's,
+    # say) must not outlive it.
+    dispatcher = video_dispatcher()
+    redis_client().delete(video_slots().key, dispatcher.lock_key, dispatcher.request_key)
 
 
 def run_worker(broker: dramatiq.Broker, queues: set[str]) -> dramatiq.Worker:

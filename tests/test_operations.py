@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from credits.services import credit_refund
 from generation.models import Job
 from generation.services import image_job_create, job_fail
+from generation.videos.services import video_job_create
 from project.connections import redis_client
 from tests.live import free_port
 
@@ -115,13 +116,16 @@ def test_metrics_report_jobs_timings_retries_refunds_and_queue_depth(
             finished_at=now,
         )
     Job.objects.filter(id=queued.id).update(retries=1)
+    video_job_create(user_id=user.pk, prompt="waiting clip", aspect_ratio="16:9", duration=4)
 
     samples = scrape(admin_client)
 
     assert samples["genservice_jobs", (("kind", "image"), ("status", "queued"))] == 1
     assert samples["genservice_jobs", (("kind", "image"), ("status", "failed"))] == 1
     assert samples["genservice_jobs", (("kind", "image"), ("status", "completed"))] == 2
-    assert samples["genservice_jobs", (("kind", "video"), ("status", "queued"))] == 0
+    assert samples["genservice_jobs", (("kind", "video"), ("status", "queued"))] == 1
+    assert samples["genservice_video_stage", (("stage", "waiting"),)] == 1
+    assert samples["genservice_video_stage", (("stage", "generating"),)] == 0
     assert samples["genservice_job_retries_total", (("kind", "image"),)] == 4
     assert samples["genservice_refunds_total", (("kind", "image"),)] == 1
     assert samples["genservice_refunded_credits_total", (("kind", "image"),)] == 3
