@@ -123,12 +123,22 @@ function jobDetail(job) {
   if (job.kind === "image") {
     return job.status === "queued" ? gettext("Waiting to start") : progressText(job);
   }
+  if (job.stage === "preparing") {
+    return gettext("Fetching the frames…");
+  }
   if (job.status === "queued") {
     return job.position
       ? interpolate(gettext("In queue, position %(position)s"), { position: job.position }, true)
       : gettext("Waiting to start");
   }
-  return job.status === "processing" ? gettext("Generating the video…") : gettext("Video ready");
+  if (job.status !== "processing") {
+    return gettext("Video ready");
+  }
+  const stages = {
+    starting: gettext("Starting at the provider…"),
+    downloading: gettext("Storing the video…"),
+  };
+  return stages[job.stage] ?? gettext("Generating the video…");
 }
 
 function jobContent(job) {
