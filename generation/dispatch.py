@@ -30,6 +30,16 @@ def message_send(actor_name: str, *args: str, delay: float = 0, **options: Any) 
     dramatiq.get_broker().get_actor(actor_name).send_with_options(args=args, delay=delay_ms, **options)
 
 
+def message_new(actor_name: str, *args: str) -> dramatiq.Message[Any]:
+    """A message for the named actor, not sent yet: its id can be recorded as the owner of a step first."""
+    return dramatiq.get_broker().get_actor(actor_name).message(*args)
+
+
+def message_enqueue(message: dramatiq.Message[Any], *, delay: float = 0) -> None:
+    """Send a message made by ``message_new``, after ``delay`` seconds."""
+    dramatiq.get_broker().enqueue(message, delay=int(delay * 1000) or None)
+
+
 def message_send_on_commit(actor_name: str, *args: str, delay: float = 0, **options: Any) -> None:
     """Send the message once the current transaction commits (at once outside one)."""
     # robust: a broker that is down must not undo or fail a committed change; the database is the source of

@@ -250,7 +250,7 @@ def test_generations_of_a_killed_worker_are_resumed_without_a_second_start(make_
         kill_group(doomed)
         assert doomed.returncode == -signal.SIGKILL
         third = submit(stack.base, headers, "after the crash")["id"]
-        # A poll worker A had in flight may still land just after the kill; worker B cannot poll that soon.
+        # A poll worker A had in flight may still land just after the kill.
         time.sleep(0.3)
         polled_at_kill = {operation: veo.polls(operation) for operation in operations}
         resumed: dict[str, float] = {}
@@ -265,10 +265,10 @@ def test_generations_of_a_killed_worker_are_resumed_without_a_second_start(make_
         finished = [poll_until_finished(stack.base, headers, job_id) for job_id in [*orphans, third]]
 
     assert [job["status"] for job in finished] == ["completed"] * 3
-    # A lease renewed every third of its length runs out between two thirds of it and all of it after the kill;
-    # the next dispatch tick then resumes the generation.
+    # A poll chain lives in its messages: worker B takes the next poll at once when its message was still in
+    # Redis, and when worker A held it, the dispatcher adopts the generation once its slot lease runs out.
     for operation, moment in resumed.items():
-        assert SLOT_LEASE * 2 / 3 - 0.25 <= moment - killed <= SLOT_LEASE + DISPATCH_TICK + 2.5, operation
+        assert moment - killed <= SLOT_LEASE + DISPATCH_TICK + 2.5, operation
     assert veo.start_attempts == 3
     starts = started_at(veo)
     assert list(starts) == ["orphan 0", "orphan 1", "after the crash"]

@@ -42,6 +42,11 @@ def sent(broker: dramatiq.Broker, actor_name: str) -> list[list[Any]]:
     return found
 
 
+def poll_now(job: Job) -> None:
+    """Run the poll that owns the job's polling now, as its message would."""
+    video_poll(str(job.id), message_id=str(Job.objects.get(id=job.id).claim_token))
+
+
 def ambiguous_holds() -> set[str]:
     return {holder for holder in video_slots().holders() if ":ambiguous:" in holder}
 
@@ -66,11 +71,10 @@ def test_a_cancel_during_the_start_call_records_the_operation_stops_it_and_keeps
     assert [job.operation_name] in sent(broker, "cancel_video_operation")
     assert str(job.id) in video_slots().holders()
     # The poll chain then watches it until the provider says it ended, and frees the slot.
-    video_poll(str(job.id))
+    poll_now(job)
     wait_for(lambda: Job.objects.get(id=job.id).stage == "stopping", timeout=1)
     veo_settings.finish_all()
-    Job.objects.filter(id=job.id).update(next_poll_at=None)
-    video_poll(str(job.id))
+    poll_now(job)
     assert Job.objects.get(id=job.id).stage == "done"
     assert str(job.id) not in video_slots().holders()
     assert credit_balance(user_id=user.pk) == credit_ledger_total(user_id=user.pk)
@@ -133,13 +137,18 @@ def test_a_round_that_cannot_build_a_start_request_fails_that_job_and_starts_the
     assert credit_balance(user_id=user.pk) == credit_ledger_total(user_id=user.pk) == 90
 
 
-def test_a_duplicate_poll_message_is_dropped(broker, veo_settings, make_user):
+def test_only_the_message_that_owns_the_polling_polls(broker, veo_settings, make_user):
     user = make_user(credits=100)
     job = submit(user, "polled take")
     video_dispatch()
-    Job.objects.filter(id=job.id).update(next_poll_at=timezone.now())
-    assert stages.video_poll_claim(job_id=job.id) is not None
-    assert stages.video_poll_claim(job_id=job.id) is None
+    owner = Job.objects.get(id=job.id).claim_token
+    assert owner is not None
+    assert stages.video_poll_claim(job_id=job.id, poll=uuid.uuid4()) is None
+    assert stages.video_poll_claim(job_id=job.id, poll=owner) is not None
+    # The chain went quiet and was adopted by a new message: a late message of the old chain is dropped.
+    assert stages.video_poll_adopt(job_id=job.id, poll=uuid.uuid4())
+    assert stages.video_poll_claim(job_id=job.id, poll=owner) is None
+    assert veo_settings.polls(Job.objects.get(id=job.id).operation_name) == 0
 
 
 def test_a_finished_generation_is_handed_to_its_download_and_frees_its_slot(broker, veo_settings, make_user):
@@ -147,8 +156,7 @@ def test_a_finished_generation_is_handed_to_its_download_and_frees_its_slot(brok
     job = submit(user, "quick take")
     video_dispatch()
     veo_settings.finish_all()
-    Job.objects.filter(id=job.id).update(next_poll_at=None)
-    video_poll(str(job.id))
+    poll_now(job)
     assert Job.objects.get(id=job.id).stage == "downloading"
     assert video_slots().holders() == set()
     assert [str(job.id)] in sent(broker, "download_video")
@@ -162,8 +170,7 @@ def test_a_download_completes_a_job_whose_video_an_earlier_attempt_stored(broker
     job = submit(user, "stored take")
     video_dispatch()
     veo_settings.finish_all()
-    Job.objects.filter(id=job.id).update(next_poll_at=None)
-    video_poll(str(job.id))
+    poll_now(job)
     # An earlier attempt stored the video, then died before completing the job; its lease ran out.
     earlier = stages.video_download_claim(job_id=job.id, lease_seconds=30)
     assert earlier is not None and earlier.claim_token is not None
@@ -185,16 +192,14 @@ def test_a_generation_past_its_time_limit_is_stopped_and_keeps_its_slot_until_it
     job = submit(user, "endless take")
     video_dispatch()
     settings.VIDEO_TIMEOUT = 0
-    Job.objects.filter(id=job.id).update(next_poll_at=None)
-    video_poll(str(job.id))
+    poll_now(job)
     job.refresh_from_db()
     assert (job.status, job.stage, job.error_code) == ("failed", "stopping", "timeout")
     assert str(job.id) in video_slots().holders()
     assert CreditLedgerEntry.objects.get(job=job, kind="refund").amount == job.credit_cost
     # Past the stop grace the provider still says it runs: the slot is given back, with a warning.
     settings.VIDEO_STOP_GRACE = 0
-    Job.objects.filter(id=job.id).update(next_poll_at=None)
-    video_poll(str(job.id))
+    poll_now(job)
     assert Job.objects.get(id=job.id).stage == "done"
     assert video_slots().holders() == set()
 
@@ -205,7 +210,8 @@ def test_a_stale_claim_token_changes_nothing(broker, veo_settings, make_user):
     token = stages.video_start_intent(job_id=job.id)
     assert token is not None
     stale = uuid.uuid4()
-    assert stages.video_started(job_id=job.id, claim_token=stale, operation_name="models/x/operations/1") is None
+    named = stages.video_started(job_id=job.id, claim_token=stale, operation_name="models/x/operations/1", poll=stale)
+    assert named is None
     assert (
         stages.video_start_abandoned(
             job_id=job.id, claim_token=stale, error=TransientProviderError("down", code="provider_unavailable")

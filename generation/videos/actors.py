@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 
 from generation.videos import delivery, dispatcher, poller, preparing
 
@@ -22,7 +23,9 @@ def dispatch_videos() -> None:
 @dramatiq.actor(queue_name="videos", time_limit=10 * 60 * 1000)
 def poll_video(job_id: str) -> None:
     """Poll a running generation once and schedule the next poll."""
-    poller.video_poll(job_id)
+    message = CurrentMessage.get_current_message()
+    assert message is not None, "the CurrentMessage middleware is installed"
+    poller.video_poll(job_id, message_id=message.message_id)
 
 
 @dramatiq.actor(queue_name="videos", time_limit=30 * 60 * 1000)

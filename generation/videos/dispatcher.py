@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 
 from generation import selectors
-from generation.dispatch import message_send, message_send_on_commit
+from generation.dispatch import message_enqueue, message_new, message_send, message_send_on_commit
 from generation.models import Job
 from generation.providers import (
     PermanentProviderError,
@@ -30,6 +30,7 @@ from generation.providers import (
 from generation.services import video_positions_changed
 from generation.slots import SlotLimiter, video_dispatcher, video_slots
 from generation.videos import stages
+from generation.videos.poller import video_poll_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ def _adopt_orphans(slots: SlotLimiter) -> bool:
             if not slots.acquire(str(job.id)):
                 return False
             logger.warning("job %s: nobody polled %s lately; polling it again", job.id, job.operation_name)
-            # A duplicate of a poll that is only late is dropped by the poll's claim.
-            message_send("poll_video", str(job.id))
+            # The new message owns the polling: a message of the old chain that turns up late is dropped.
+            video_poll_schedule(job.id, poll=None, delay=0)
         elif job.claim_token is not None:
             # Its dispatcher died around the start call: an operation may or may not exist.
             if not slots.acquire(_ambiguous_holder(job.id, job.claim_token), lease_seconds=_hold()):
@@ -121,7 +122,10 @@ def _start(provider: VideoProvider, slots: SlotLimiter, job: Job, token: UUID) -
         _hold_ambiguous(slots, job.id, token)
         _abandon(job.id, token, _ambiguous_error(type(error).__name__))
         return
-    started = stages.video_started(job_id=job.id, claim_token=token, operation_name=operation_name)
+    poll = message_new("poll_video", str(job.id))
+    started = stages.video_started(
+        job_id=job.id, claim_token=token, operation_name=operation_name, poll=UUID(poll.message_id)
+    )
     if started is None:
         # The attempt lost its job during the call (only a dispatcher whose slot lease ran out can): the operation
         # belongs to nobody, so it is stopped, and its slot is held as for an ambiguous start.
@@ -134,9 +138,7 @@ def _start(provider: VideoProvider, slots: SlotLimiter, job: Job, token: UUID) -
     if started.stage == Job.Stage.STOPPING:
         logger.info("job %s ended during its start call; stopping %s", job.id, operation_name)
         message_send("cancel_video_operation", operation_name)
-    message_send_on_commit(
-        "poll_video", str(job.id), delay=0 if started.stage == Job.Stage.STOPPING else settings.VIDEO_FIRST_POLL
-    )
+    message_enqueue(poll, delay=0 if started.stage == Job.Stage.STOPPING else settings.VIDEO_FIRST_POLL)
 
 
 def _request(job: Job) -> VideoRequest:

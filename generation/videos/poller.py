@@ -15,7 +15,7 @@ from uuid import UUID
 
 from django.conf import settings
 
-from generation.dispatch import message_send, message_send_on_commit
+from generation.dispatch import message_enqueue, message_new, message_send, message_send_on_commit
 from generation.models import Job
 from generation.providers import (
     PermanentProviderError,
@@ -30,9 +30,11 @@ from generation.videos import stages
 logger = logging.getLogger(__name__)
 
 
-def video_poll(job_id: str) -> None:
-    """Poll the job's operation once and act on the answer; a duplicate or stale message does nothing."""
-    job = stages.video_poll_claim(job_id=job_id)
+def video_poll(job_id: str, *, message_id: str) -> None:
+    """Poll the job's operation once and act on the answer, if the message ``message_id`` owns the job's polling;
+    a duplicate or stale message does nothing."""
+    poll = UUID(message_id)
+    job = stages.video_poll_claim(job_id=job_id, poll=poll)
     if job is None:
         return
     slots = video_slots()
@@ -59,8 +61,21 @@ def video_poll(job_id: str) -> None:
     elif job.stage == Job.Stage.STOPPING and _past(job, settings.VIDEO_TIMEOUT + settings.VIDEO_STOP_GRACE):
         logger.warning("job %s: %s may still run at the provider; its slot is given back", job.id, job.operation_name)
         _ended(job.id, None)
-    elif stages.video_poll_later(job_id=job.id, delay=settings.VIDEO_POLL_INTERVAL):
-        message_send("poll_video", str(job.id), delay=settings.VIDEO_POLL_INTERVAL)
+    else:
+        video_poll_schedule(job.id, poll=poll, delay=settings.VIDEO_POLL_INTERVAL)
+
+
+def video_poll_schedule(job_id: UUID, *, poll: UUID | None, delay: float) -> None:
+    """Send the job's next poll after ``delay`` seconds, once it owns the polling: taken over from ``poll``, or
+    adopted from a chain that went quiet when ``poll`` is None."""
+    message = message_new("poll_video", str(job_id))
+    next_poll = UUID(message.message_id)
+    if poll is None:
+        owned = stages.video_poll_adopt(job_id=job_id, poll=next_poll)
+    else:
+        owned = stages.video_poll_later(job_id=job_id, poll=poll, next_poll=next_poll, delay=delay)
+    if owned:
+        message_enqueue(message, delay=delay)
 
 
 def _past(job: Job, seconds: float) -> bool:

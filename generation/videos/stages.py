@@ -118,21 +118,22 @@ def video_start_intent(*, job_id: UUID | str) -> UUID | None:
 
 
 @transaction.atomic
-def video_started(*, job_id: UUID | str, claim_token: UUID, operation_name: str) -> Job | None:
-    """Record the operation the provider started, even for a job that ended during the call (it is then stopped);
-    the job, or None when this attempt is not the job's any more."""
+def video_started(*, job_id: UUID | str, claim_token: UUID, operation_name: str, poll: UUID) -> Job | None:
+    """Record the operation the provider started, even for a job that ended during the call (it is then stopped),
+    and hand the job to the poll message ``poll``; the job, or None when this attempt is not the job's any more."""
     job = Job.objects.select_for_update().filter(id=job_id, claim_token=claim_token).first()
     if job is None or job.stage not in (Job.Stage.STARTING, Job.Stage.STOPPING):
         return None
     now = timezone.now()
     job.operation_name = operation_name
+    job.claim_token = poll
     if job.stage == Job.Stage.STARTING:
         job.stage = Job.Stage.GENERATING
         job.started_at = now
         job.next_poll_at = now + timedelta(seconds=settings.VIDEO_FIRST_POLL)
     else:
         job.next_poll_at = now
-    job.save(update_fields=["operation_name", "stage", "started_at", "next_poll_at", "updated_at"])
+    job.save(update_fields=["operation_name", "claim_token", "stage", "started_at", "next_poll_at", "updated_at"])
     job_changed(job_id=job.id)
     logger.info("job %s started at the provider as %s (%s)", job.id, operation_name, job.stage)
     return job
@@ -212,27 +213,36 @@ def video_retry_or_fail(*, job_id: UUID | str, claim_token: UUID, error: Provide
 # --- generating / stopping: the poll chain ------------------------------------------------------------------
 
 
-def video_poll_claim(*, job_id: UUID | str) -> Job | None:
-    """Take the due poll of a running operation; None for a duplicate poll message or a finished operation."""
-    now = timezone.now()
-    running = Job.objects.filter(id=job_id, stage__in=(Job.Stage.GENERATING, Job.Stage.STOPPING)).exclude(
-        operation_name=""
-    )
-    # One conditional UPDATE: of two poll messages for the same job, one wins and the other is dropped. Until the
-    # winner schedules the next poll, the job counts as polled one slot lease from now: a poller that dies is
-    # replaced once the lease runs out.
-    claimed = running.filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now + _EARLY_TOLERANCE)).update(
-        next_poll_at=_lease(settings.VIDEO_SLOT_LEASE)
-    )
-    return running.first() if claimed else None
+_POLLED = (Job.Stage.GENERATING, Job.Stage.STOPPING)
 
 
-def video_poll_later(*, job_id: UUID | str, delay: float) -> bool:
-    """Set when the running operation is polled next; False when it has left the poll chain."""
+def video_poll_claim(*, job_id: UUID | str, poll: UUID) -> Job | None:
+    """The running job, when ``poll`` is the message that owns its next poll; None for any other message (a
+    duplicate, or one of a chain that was replaced) and for a finished operation."""
+    claimed = Job.objects.filter(id=job_id, stage__in=_POLLED, claim_token=poll).exclude(operation_name="")
+    # Until the poll schedules the next one, the job counts as polled one slot lease from now.
+    if not claimed.update(next_poll_at=_lease(settings.VIDEO_SLOT_LEASE)):
+        return None
+    return claimed.first()
+
+
+def video_poll_later(*, job_id: UUID | str, poll: UUID, next_poll: UUID, delay: float) -> bool:
+    """Hand the job's polling from the message ``poll`` to ``next_poll``, due in ``delay`` seconds; False when
+    ``poll`` no longer owns it."""
     return bool(
-        Job.objects.filter(id=job_id, stage__in=(Job.Stage.GENERATING, Job.Stage.STOPPING)).update(
-            next_poll_at=_lease(delay)
+        Job.objects.filter(id=job_id, stage__in=_POLLED, claim_token=poll).update(
+            claim_token=next_poll, next_poll_at=_lease(delay)
         )
+    )
+
+
+def video_poll_adopt(*, job_id: UUID | str, poll: UUID) -> bool:
+    """Give a running job whose poll chain went quiet to a new poll message; any message of the old chain that
+    turns up later is dropped."""
+    return bool(
+        Job.objects.filter(id=job_id, stage__in=_POLLED)
+        .exclude(operation_name="")
+        .update(claim_token=poll, next_poll_at=timezone.now())
     )
 
 
