@@ -31,6 +31,7 @@ VIDEO_DURATIONS = [4, 6, 8]
 MAX_PROMPT_LENGTH = 2000
 MAX_REFERENCE_IMAGES = 4
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
+MAX_START_WITHIN_SECONDS = 7 * 24 * 3600
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
     str,
@@ -83,6 +84,17 @@ def create_schema(
     )
 
 
+def start_within_field() -> serializers.IntegerField:
+    """How long the job may wait to start before it is canceled with a full refund."""
+    return serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_START_WITHIN_SECONDS,
+        required=False,
+        help_text="Seconds the job may wait to start; not started by then, it is canceled with a full refund "
+        "and the error code deadline_exceeded.",
+    )
+
+
 class JobCreateApi(APIView):
     """Validate, charge and queue a job through a service; answer 202 with the job at once."""
 
@@ -113,6 +125,7 @@ class ImageCreateApi(JobCreateApi):
             help_text=f"Up to {MAX_REFERENCE_IMAGES} reference images: http or https URLs on public hosts.",
         )
         project_id = serializers.CharField(max_length=100, allow_blank=True, default="")
+        start_within_seconds = start_within_field()
 
     @create_schema(InputSerializer)
     def post(self, request: Request) -> Response:
@@ -138,6 +151,7 @@ class VideoCreateApi(JobCreateApi):
         )
         negative_prompt = serializers.CharField(max_length=MAX_PROMPT_LENGTH, allow_blank=True, default="")
         project_id = serializers.CharField(max_length=100, allow_blank=True, default="")
+        start_within_seconds = start_within_field()
 
     @create_schema(InputSerializer, {429: OpenApiResponse(description="Too many requests, or too many videos waiting")})
     def post(self, request: Request) -> Response:

@@ -95,12 +95,14 @@ def message_claim(message: MessageProxy) -> UUID | None:
 
 
 class Housekeeping(Middleware):
-    """Runs the periodic duties in each worker process: the video dispatcher's tick and the reconciler.
+    """Runs the periodic duties in each worker process: start deadlines, the video dispatcher's tick and the
+    reconciler.
 
     Job creation and finished generations wake the dispatcher at once; the tick (every ``VIDEO_DISPATCH_TICK``
-    seconds) is the safety net that resumes generations whose watcher died and starts videos whose retry
-    became due. Every ``RECONCILE_INTERVAL`` seconds one process of the cluster runs the reconciler, which
-    re-sends jobs whose message was lost and recovers image jobs whose worker died.
+    seconds) cancels the jobs that did not start by their deadline and is the safety net that adopts
+    generations whose poll chain went quiet and starts videos whose retry became due. Every
+    ``RECONCILE_INTERVAL`` seconds one process of the cluster runs the reconciler, which re-sends jobs whose
+    message was lost and recovers image jobs whose worker died.
     """
 
     def __init__(self) -> None:
@@ -122,6 +124,7 @@ class Housekeeping(Middleware):
         from django.db import close_old_connections
 
         from generation.reconciler import reconcile_once_across_the_cluster
+        from generation.services import job_deadlines_enforce
         from generation.videos.dispatcher import video_dispatch
 
         next_reconcile = time.monotonic() + settings.RECONCILE_INTERVAL
@@ -131,6 +134,7 @@ class Housekeeping(Middleware):
                     next_reconcile = time.monotonic() + settings.RECONCILE_INTERVAL
                     reconcile_once_across_the_cluster()
                 else:
+                    job_deadlines_enforce()
                     video_dispatch()
             except Exception:
                 # Redis or the database may be down for a while; the next tick tries again.

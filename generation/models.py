@@ -66,6 +66,10 @@ class Job(models.Model):
     # claim (its lease ran out and another took over) can no longer change the job.
     claim_token = models.UUIDField(_("claim token"), null=True, blank=True)
     next_poll_at = models.DateTimeField(_("next poll at"), null=True, blank=True)
+    # A job that has not started by then is canceled with a full refund (the create's start_within_seconds).
+    start_deadline_at = models.DateTimeField(_("start deadline"), null=True, blank=True)
+    webhook_url = models.CharField(_("webhook URL"), max_length=2000, blank=True)
+    webhook_events = models.JSONField(_("webhook events"), default=list, blank=True)
     idempotency_key = models.CharField(_("idempotency key"), max_length=200, blank=True)
     request_hash = models.CharField(_("request fingerprint"), max_length=64, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
@@ -81,6 +85,9 @@ class Job(models.Model):
             models.Index(fields=["user", "-created_at"], name="job_user_recent"),
             models.Index(fields=["status", "kind", "created_at"], name="job_status_kind_created"),
             models.Index(fields=["stage", "created_at"], name="job_stage_created", condition=~Q(stage="")),
+            models.Index(
+                fields=["start_deadline_at"], name="job_start_deadline", condition=Q(start_deadline_at__isnull=False)
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -132,6 +139,8 @@ class Generation(models.Model):
     size = models.PositiveBigIntegerField(_("size in bytes"))
     prompt = models.TextField(_("prompt"))
     created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+    # Set when MEDIA_RETENTION_DAYS deleted the file: the row stays, as the record of what was delivered.
+    expired_at = models.DateTimeField(_("expired at"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("generation")

@@ -53,6 +53,7 @@ def video_job_next_due() -> Job | None:
     return (
         Job.objects.filter(stage=Job.Stage.WAITING)
         .filter(Q(next_run_at__isnull=True) | Q(next_run_at__lte=now))
+        .filter(Q(start_deadline_at__isnull=True) | Q(start_deadline_at__gt=now))
         .order_by("created_at", "id")
         .first()
     )

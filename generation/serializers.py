@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, cast
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 
+from generation.estimates import Estimate, job_estimate, video_line_estimates
 from generation.models import Generation, Job
 from generation.selectors import job_position
 from project.serializers import absolute_url
@@ -23,6 +24,8 @@ class JobOutputSerializer(serializers.ModelSerializer):
     """A job as the API shows it: status, queue position, progress, results, cost and timing."""
 
     position = serializers.SerializerMethodField()
+    estimated_start_at = serializers.SerializerMethodField()
+    estimated_finish_at = serializers.SerializerMethodField()
     result_urls = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
 
@@ -34,6 +37,8 @@ class JobOutputSerializer(serializers.ModelSerializer):
             "status",
             "stage",
             "position",
+            "estimated_start_at",
+            "estimated_finish_at",
             "project_id",
             "prompt",
             "params",
@@ -43,6 +48,7 @@ class JobOutputSerializer(serializers.ModelSerializer):
             "credit_cost",
             "retries",
             "next_run_at",
+            "start_deadline_at",
             "error",
             "created_at",
             "started_at",
@@ -55,6 +61,28 @@ class JobOutputSerializer(serializers.ModelSerializer):
         # The video queue passes every position it computed in one pass, instead of one count per job.
         positions: dict[object, int] = self.context.get("positions", {})
         return positions[job.id] if job.id in positions else job_position(job=job)
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_estimated_start_at(self, job: Job) -> str | None:
+        estimate = self._estimate(job)
+        return estimate.start_at.isoformat() if estimate else None
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_estimated_finish_at(self, job: Job) -> str | None:
+        estimate = self._estimate(job)
+        return estimate.finish_at.isoformat() if estimate else None
+
+    def _estimate(self, job: Job) -> Estimate | None:
+        if job.status != Job.Status.QUEUED:
+            return None
+        if job.kind == Job.Kind.IMAGE:
+            return job_estimate(job=job)
+        # The video line is played forward once per serialization: a list, or an event for every waiting video.
+        context = cast(dict[str, Any], self.context)
+        if "line" not in context:
+            context["line"] = video_line_estimates()
+        line: dict[object, Estimate] = context["line"]
+        return line.get(job.id)
 
     @extend_schema_field(serializers.ListField(child=serializers.URLField()))
     def get_result_urls(self, job: Job) -> list[str]:
@@ -91,10 +119,17 @@ _snapshot_lock = threading.Lock()
 
 
 def job_snapshot(
-    job: Job, *, positions: dict[object, int] | None = None, request: Request | None = None
+    job: Job,
+    *,
+    positions: dict[object, int] | None = None,
+    line: dict[object, Estimate] | None = None,
+    request: Request | None = None,
 ) -> dict[str, Any]:
     """The job as the API shows it; result URLs are absolute when a request is given, relative to the site (for
-    events) otherwise."""
+    events) otherwise. ``positions`` and ``line`` (estimates) may be passed when computed for many jobs at once."""
     with _snapshot_lock:
-        _snapshot_serializer._context = {"positions": positions or {}, "request": request}
+        context: dict[str, Any] = {"positions": positions or {}, "request": request}
+        if line is not None:
+            context["line"] = line
+        _snapshot_serializer._context = context
         return dict(_snapshot_serializer.to_representation(job))

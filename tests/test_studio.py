@@ -143,6 +143,7 @@ def stack(provider: FakeProviderServer, veo: FakeVeoServer, tmp_path: Path) -> I
         GEMINI_API_BASE=veo.url,
         GEMINI_API_KEY="veo-key",
         VIDEO_MAX_CONCURRENT="1",
+        VIDEO_FIRST_POLL="0.2",
         VIDEO_POLL_INTERVAL="0.2",
         VIDEO_DISPATCH_TICK="0.2",
     )

@@ -23,10 +23,12 @@ def image_job_create(
     image_urls: list[str],
     project_id: str = "",
     idempotency_key: str = "",
+    start_within_seconds: int | None = None,
 ) -> Job:
     """Charge the user for the images and queue the job, in one transaction."""
     job = job_open(
         idempotency_key=idempotency_key,
+        start_within_seconds=start_within_seconds,
         user_id=user_id,
         kind=Job.Kind.IMAGE,
         prompt=prompt,

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -21,9 +21,11 @@ from django.utils import timezone
 from credits.services import credit_account_lock, credit_charge, credit_refund
 from generation.dispatch import job_dispatch, message_send_on_commit
 from generation.errors import IdempotencyKeyReused, JobAlreadyFinished, JobNotFound
+from generation.estimates import video_line_estimates
 from generation.models import Generation, Job
 from generation.providers.base import GeneratedFile
 from generation.serializers import job_snapshot
+from generation.signals import job_published
 from project.events import event_append
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 # Broker timers and the database clock are read on different machines: a retry message that
 # arrives this much before the job's next_run_at still counts as on time.
 _CLAIM_EARLY_TOLERANCE = timedelta(seconds=1)
+# Jobs past their start deadline are canceled this many at a time, so that one sweep stays short.
+_DEADLINE_BATCH = 200
 
 
 def _request_hash(fields: dict[str, Any]) -> str:
@@ -39,17 +43,24 @@ def _request_hash(fields: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(asked, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def job_open(*, idempotency_key: str = "", admit: Callable[[], None] | None = None, **fields: Any) -> Job:
+def job_open(
+    *,
+    idempotency_key: str = "",
+    admit: Callable[[], None] | None = None,
+    start_within_seconds: int | None = None,
+    **fields: Any,
+) -> Job:
     """Insert a job, charge its owner for it and wake a worker after commit; call it inside the creating transaction.
 
     With an idempotency key already used by the same user, the first job comes back and nothing is charged;
-    otherwise ``admit`` may refuse the request by raising, before anything is written.
+    otherwise ``admit`` may refuse the request by raising, before anything is written. A job that has not
+    started ``start_within_seconds`` from now is canceled with a full refund.
     """
     if idempotency_key or admit is not None:
         # The account lock serialises this user's requests: the key lookup and the admission check below cannot
         # race with another request's charge. Without either, the charge takes the lock itself.
         credit_account_lock(user_id=fields["user_id"])
-    request_hash = _request_hash(fields)
+    request_hash = _request_hash({**fields, "start_within_seconds": start_within_seconds})
     if idempotency_key:
         earlier = Job.objects.filter(user_id=fields["user_id"], idempotency_key=idempotency_key).first()
         if earlier is not None:
@@ -58,6 +69,8 @@ def job_open(*, idempotency_key: str = "", admit: Callable[[], None] | None = No
             return earlier
     if admit is not None:
         admit()
+    if start_within_seconds is not None:
+        fields["start_deadline_at"] = timezone.now() + timedelta(seconds=start_within_seconds)
     job = Job.objects.create(idempotency_key=idempotency_key, request_hash=request_hash, **fields)
     if job.credit_cost:
         credit_charge(job=job)
@@ -73,7 +86,9 @@ def job_changed(*, job_id: UUID | str, job: Job | None = None) -> None:
     def publish() -> None:
         current = job if job is not None else Job.objects.filter(id=job_id).first()
         if current is not None:
-            event_append(user_id=current.user_id, event="job", data=job_snapshot(current))
+            snapshot = job_snapshot(current)
+            event_append(user_id=current.user_id, event="job", data=snapshot)
+            job_published.send(sender=Job, job=current, snapshot=snapshot)
 
     transaction.on_commit(publish, robust=True)
 
@@ -84,8 +99,9 @@ def video_positions_changed() -> None:
     def publish() -> None:
         queued = list(Job.objects.filter(stage=Job.Stage.WAITING).order_by("created_at", "id"))
         positions: dict[object, int] = {job.id: place for place, job in enumerate(queued, start=1)}
+        line = video_line_estimates()
         for job in queued:
-            event_append(user_id=job.user_id, event="job", data=job_snapshot(job, positions=positions))
+            event_append(user_id=job.user_id, event="job", data=job_snapshot(job, positions=positions, line=line))
 
     transaction.on_commit(publish, robust=True)
 
@@ -94,7 +110,11 @@ def job_claim(*, job_id: UUID | str) -> Job | None:
     """Take a due queued image job (or one whose worker's lease ran out) for this worker, under a new claim token;
     None when not ours to run."""
     now = timezone.now()
-    due = Q(status=Job.Status.QUEUED) & (Q(next_run_at__isnull=True) | Q(next_run_at__lte=now + _CLAIM_EARLY_TOLERANCE))
+    due = (
+        Q(status=Job.Status.QUEUED)
+        & (Q(next_run_at__isnull=True) | Q(next_run_at__lte=now + _CLAIM_EARLY_TOLERANCE))
+        & (job_before_start_deadline(now) | Q(started_at__isnull=False))
+    )
     abandoned = Q(status=Job.Status.PROCESSING, lease_expires_at__lt=now)
     # One conditional UPDATE: of two workers holding the same message, only one sees a row changed.
     claimed = Job.objects.filter(due | abandoned, id=job_id, kind=Job.Kind.IMAGE).update(
@@ -110,6 +130,39 @@ def job_claim(*, job_id: UUID | str) -> Job | None:
     logger.info("job %s claimed", job_id)
     job_changed(job_id=job_id)
     return Job.objects.get(id=job_id)
+
+
+def job_before_start_deadline(now: datetime) -> Q:
+    """The jobs that may still start at ``now``: those without a start deadline or before it."""
+    return Q(start_deadline_at__isnull=True) | Q(start_deadline_at__gt=now)
+
+
+def job_deadlines_enforce() -> int:
+    """Cancel with a full refund every job that did not start by its start deadline; how many were."""
+    late = Job.objects.filter(start_deadline_at__lte=timezone.now(), status=Job.Status.QUEUED, started_at__isnull=True)
+    return sum(
+        1 for job_id in late.values_list("id", flat=True)[:_DEADLINE_BATCH] if _job_deadline_cancel(job_id=job_id)
+    )
+
+
+@transaction.atomic
+def _job_deadline_cancel(*, job_id: UUID) -> bool:
+    job = _job_lock(job_id=job_id)
+    # Checked again under the lock: a worker may have started the job since it was read.
+    if job is None or job.status != Job.Status.QUEUED or job.started_at is not None:
+        return False
+    if job.start_deadline_at is None or job.start_deadline_at > timezone.now():
+        return False
+    _job_finish(
+        job=job,
+        status=Job.Status.CANCELED,
+        error_code="deadline_exceeded",
+        error_message="The job did not start before its start deadline.",
+        refund=(job.quantity - job.result_count) * job.unit_cost,
+        note="start deadline passed",
+    )
+    logger.info("job %s canceled: it did not start by its deadline", job.id)
+    return True
 
 
 def job_missing_indexes(*, job: Job) -> list[int]:

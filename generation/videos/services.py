@@ -26,6 +26,7 @@ def video_job_create(
     end_frame: str = "",
     project_id: str = "",
     idempotency_key: str = "",
+    start_within_seconds: int | None = None,
 ) -> Job:
     """Charge the user for a video and put it in line, unless the user already has too many waiting."""
 
@@ -38,6 +39,7 @@ def video_job_create(
 
     job = job_open(
         idempotency_key=idempotency_key,
+        start_within_seconds=start_within_seconds,
         admit=admit,
         user_id=user_id,
         kind=Job.Kind.VIDEO,

@@ -30,6 +30,7 @@ from generation.services.jobs import (
     _job_fail_locked,
     _job_lock,
     generation_record,
+    job_before_start_deadline,
     job_changed,
     job_complete,
     video_positions_changed,
@@ -71,6 +72,8 @@ def _leased_claim(*, job_id: UUID | str, stage: str, lease_seconds: float) -> UU
 
 def video_prepare_claim(*, job_id: UUID | str, lease_seconds: float) -> UUID | None:
     """Claim a due video that still needs its frames, for ``lease_seconds``; its claim token, or None."""
+    if not Job.objects.filter(job_before_start_deadline(timezone.now()), id=job_id).exists():
+        return None
     return _leased_claim(job_id=job_id, stage=Job.Stage.PREPARING, lease_seconds=lease_seconds)
 
 
@@ -100,7 +103,7 @@ def video_start_intent(*, job_id: UUID | str) -> UUID | None:
     token = uuid4()
     claimed = (
         Job.objects.filter(id=job_id, stage=Job.Stage.WAITING, status=Job.Status.QUEUED)
-        .filter(_due(now))
+        .filter(_due(now), job_before_start_deadline(now))
         .update(
             stage=Job.Stage.STARTING,
             status=Job.Status.PROCESSING,
