@@ -83,10 +83,10 @@ def _job_metrics() -> Iterator[Metric]:
         "genservice_video_stage", "Videos in each stage of their pipeline, finished ones left out.", labels=["stage"]
     )
     stage_counts = {stage: 0 for stage in Job.Stage.values if stage != Job.Stage.DONE}
-    for row in Job.objects.filter(stage__in=stage_counts).values("stage").annotate(jobs=Count("id")):
-        stage_counts[row["stage"]] = row["jobs"]
-    for stage, count in stage_counts.items():
-        stages.add_metric([stage], count)
+    for stage, count in Job.objects.filter(stage__in=stage_counts).values_list("stage").annotate(Count("id")):
+        stage_counts[stage] = count
+    for stage, total in stage_counts.items():
+        stages.add_metric([stage], total)
     yield jobs
     yield retries
     yield stages

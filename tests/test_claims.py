@@ -39,6 +39,7 @@ def test_a_late_worker_cannot_put_back_in_line_or_fail_a_job_another_worker_now_
         services.job_fail(job_id=first.id, claim_token=first.claim_token, error_code="x", error_message="late") is None
     )
     image = GeneratedImage(content=render_png("late", (8, 8)), mime_type="image/png")
+    assert first.claim_token is not None
     assert services.generation_record(job_id=first.id, claim_token=first.claim_token, index=0, result=image) is None
     assert not services.job_complete(job_id=first.id, claim_token=first.claim_token)
     job = Job.objects.get(id=first.id)

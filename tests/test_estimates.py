@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -56,7 +57,7 @@ def test_a_kind_without_history_is_estimated_from_a_default(make_user):
     estimate = job_estimate(job=job)
     assert estimate is not None
     assert seconds_from_now(estimate.start_at) == pytest.approx(0, abs=1)
-    assert (estimate.finish_at - estimate.start_at).total_seconds() == estimates.DEFAULT_SECONDS["image"]
+    assert (estimate.finish_at - estimate.start_at).total_seconds() == estimates.DEFAULT_SECONDS[Job.Kind.IMAGE]
 
 
 def test_the_median_of_recent_durations_is_used(make_user):
@@ -95,7 +96,7 @@ def test_the_events_of_a_moving_line_carry_new_estimates(make_user, django_captu
     waiting = video(user, "moving line")
     with django_capture_on_commit_callbacks(execute=True):
         services.video_positions_changed()
-    entries = redis_client().xrevrange(stream_key(user.pk), count=1)
+    entries: Any = redis_client().xrevrange(stream_key(user.pk), count=1)
     data = json.loads(entries[0][1][b"data"])
     assert data["id"] == str(waiting.id)
     assert data["position"] == 1

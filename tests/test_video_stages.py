@@ -7,7 +7,6 @@ import threading
 import uuid
 from typing import Any
 
-import dramatiq
 import pytest
 from django.utils import timezone
 
@@ -31,7 +30,7 @@ def submit(user: Any, prompt: str) -> Job:
     return video_job_create(user_id=user.pk, prompt=prompt, aspect_ratio="16:9", duration=4)
 
 
-def sent(broker: dramatiq.Broker, actor_name: str) -> list[list[Any]]:
+def sent(broker: Any, actor_name: str) -> list[list[Any]]:
     """The arguments of the messages waiting in the videos queues for ``actor_name``."""
     found = []
     for queue in ("videos", "videos.DQ"):
