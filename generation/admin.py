@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy as _
 
 from credits.admin import ReadOnlyAdminMixin, ReadOnlyModelAdmin
 from generation.errors import JobAlreadyFinished
+from generation.media import generation_url
 from generation.models import Generation, Job
 from generation.selectors import job_position
 from generation.services import job_fail, job_retry_now
@@ -59,8 +60,10 @@ class GeneratedFileDisplayMixin:
     """How a generated file shows on the admin's pages: a preview and a size for people."""
 
     @admin.display(description=_("preview"))
-    def preview(self, generation: Generation) -> SafeString:
-        url = generation.file.url
+    def preview(self, generation: Generation) -> SafeString | str:
+        url = generation_url(generation)
+        if url is None:
+            return gettext("expired (file deleted)")
         if generation.mime_type.startswith("image/"):
             return format_html('<img src="{}" alt="" style="max-width: 120px; max-height: 120px">', url)
         return format_html('<a href="{}">{}</a>', url, posixpath.basename(generation.file.name or ""))
@@ -108,7 +111,7 @@ class JobAdmin(ReadOnlyModelAdmin):
     uuid_search_field = "id"
     fieldsets = (
         (None, {"fields": ("id", "user", "kind", "status", "stage", "project_id", "prompt", "params")}),
-        (_("Results and cost"), {"fields": ("quantity", "result_count", "result_urls", "credit_cost")}),
+        (_("Results and cost"), {"fields": ("quantity", "result_count", "credit_cost")}),
         (
             _("Scheduling"),
             {
@@ -187,8 +190,12 @@ class JobAdmin(ReadOnlyModelAdmin):
 class GenerationAdmin(GeneratedFileDisplayMixin, ReadOnlyModelAdmin):
     """Every generated file, with a preview."""
 
-    list_display = ("preview", "user", "job", "mime_type", "size_display", "created_at")
-    list_filter = ("mime_type", ("created_at", admin.DateFieldListFilter))
+    list_display = ("preview", "user", "job", "mime_type", "size_display", "created_at", "expired_at")
+    list_filter = (
+        "mime_type",
+        ("created_at", admin.DateFieldListFilter),
+        ("expired_at", admin.EmptyFieldListFilter),
+    )
     list_select_related = ("user", "job")
     search_fields = ("prompt", "user__username")
     uuid_search_field = "job_id"
@@ -202,4 +209,5 @@ class GenerationAdmin(GeneratedFileDisplayMixin, ReadOnlyModelAdmin):
         "size_display",
         "prompt",
         "created_at",
+        "expired_at",
     )

@@ -53,7 +53,6 @@ class Job(models.Model):
     params = models.JSONField(_("parameters"), default=dict, blank=True)
     quantity = models.PositiveSmallIntegerField(_("quantity"), default=1)
     result_count = models.PositiveSmallIntegerField(_("results delivered"), default=0)
-    result_urls = models.JSONField(_("result URLs"), default=list, blank=True)
     credit_cost = models.PositiveIntegerField(_("credit cost"))
     retries = models.PositiveSmallIntegerField(_("retries"), default=0)
     next_run_at = models.DateTimeField(_("next run at"), null=True, blank=True)

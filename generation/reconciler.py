@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from generation import services
 from generation.dispatch import job_dispatch
+from generation.media import generations_expire
 from generation.models import Job
 from generation.slots import SingleRunner
 from generation.videos.dispatcher import video_dispatch
@@ -32,11 +33,13 @@ class Reconciled:
     redispatched: int = 0
     recovered: int = 0
     failed: int = 0
+    expired: int = 0
 
 
 def jobs_reconcile() -> Reconciled:
-    """Re-send due jobs untouched for ``RECONCILE_AFTER`` seconds, recover image jobs whose lease ran out, and
-    wake the video dispatcher (which adopts running videos whose poll chain went quiet)."""
+    """Re-send due jobs untouched for ``RECONCILE_AFTER`` seconds, recover image jobs whose lease ran out, wake
+    the video dispatcher (which adopts running videos whose poll chain went quiet) and delete the files past
+    ``MEDIA_RETENTION_DAYS``."""
     done = Reconciled()
     now = timezone.now()
     untouched = now - timedelta(seconds=settings.RECONCILE_AFTER)
@@ -58,6 +61,7 @@ def jobs_reconcile() -> Reconciled:
         else:
             done.failed += 1
     video_dispatch()
+    done.expired = generations_expire()
     if done.redispatched or done.recovered or done.failed:
         logger.warning("reconciler: %s", done)
     return done

@@ -14,7 +14,8 @@ from generation.models import Generation, Job
 
 def job_list(*, user_id: int, filters: dict[str, Any] | None = None) -> QuerySet[Job]:
     """The user's jobs, newest first, optionally narrowed by project_id, status and kind."""
-    jobs = Job.objects.filter(user_id=user_id)
+    # The files are read with the jobs: their links are built for each listed job.
+    jobs = Job.objects.filter(user_id=user_id).prefetch_related("generations")
     for field in ("project_id", "status", "kind"):
         value = (filters or {}).get(field)
         if value:

@@ -10,6 +10,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 
 from generation.estimates import Estimate, job_estimate, video_line_estimates
+from generation.media import generation_url
 from generation.models import Generation, Job
 from generation.selectors import job_position
 from project.serializers import absolute_url
@@ -86,8 +87,12 @@ class JobOutputSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.ListField(child=serializers.URLField()))
     def get_result_urls(self, job: Job) -> list[str]:
+        """Links to the job's files, built now so that they expire (an expired file is left out)."""
+        if not job.result_count:
+            return []
         request = self.context.get("request")
-        return [absolute_url(request, url) for url in job.result_urls]
+        links = [(g.index, generation_url(g)) for g in job.generations.all()]
+        return [absolute_url(request, url) for _index, url in sorted(links, key=lambda link: link[0]) if url]
 
     @extend_schema_field(JobErrorSerializer(allow_null=True))
     def get_error(self, job: Job) -> dict[str, Any] | None:
@@ -99,17 +104,30 @@ class JobOutputSerializer(serializers.ModelSerializer):
 class GenerationOutputSerializer(serializers.ModelSerializer):
     """One generated file with the URL to fetch it."""
 
-    url = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField(help_text="A link that expires; null once the file has expired.")
     job_id = serializers.UUIDField(read_only=True)
     project_id = serializers.CharField(source="job.project_id", read_only=True)
 
     class Meta:
         model = Generation
-        fields = ["id", "job_id", "project_id", "index", "url", "mime_type", "size", "prompt", "created_at"]
+        fields = [
+            "id",
+            "job_id",
+            "project_id",
+            "index",
+            "url",
+            "mime_type",
+            "size",
+            "prompt",
+            "created_at",
+            "expired_at",
+        ]
         read_only_fields = fields
 
-    def get_url(self, generation: Generation) -> str:
-        return absolute_url(self.context.get("request"), generation.file.url)
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_url(self, generation: Generation) -> str | None:
+        url = generation_url(generation)
+        return absolute_url(self.context.get("request"), url) if url else None
 
 
 # DRF builds a ModelSerializer's fields from the model each time one is instantiated, which costs twenty times

@@ -221,8 +221,13 @@ JOB_LEASE_SECONDS = float(os.environ.get("JOB_LEASE_SECONDS", "300"))
 # --- Storage ------------------------------------------------------------------------------------
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "var" / "media"))
 MEDIA_URL = os.environ.get("MEDIA_URL", "/media/")
-# Serve MEDIA_ROOT from Django itself: right for one machine, while a CDN or S3 serves it in production.
-SERVE_MEDIA = env_bool("SERVE_MEDIA", DEBUG)
+# Django serves the files of MEDIA_ROOT itself, through signed links that expire after MEDIA_URL_TTL seconds
+# (on S3, django-storages signs links for as long). Off, file URLs are plain MEDIA_URL paths for a CDN to serve.
+SERVE_MEDIA = env_bool("SERVE_MEDIA", True)
+MEDIA_URL_TTL = int(os.environ.get("MEDIA_URL_TTL", "86400"))
+AWS_QUERYSTRING_EXPIRE = MEDIA_URL_TTL
+# Generated files older than this many days are deleted by the housekeeping, their generations marked expired.
+MEDIA_RETENTION_DAYS = int(os.environ["MEDIA_RETENTION_DAYS"]) if os.environ.get("MEDIA_RETENTION_DAYS") else None
 STATIC_ROOT = BASE_DIR / "var" / "static"
 STATIC_URL = "/static/"
 # Without collectstatic in development, WhiteNoise finds the files where the apps keep them.

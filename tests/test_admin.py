@@ -95,8 +95,10 @@ def test_job_page_is_read_only_and_shows_its_generations(admin_client):
     response = admin_client.get(f"{JOBS_URL}{job.pk}/change/")
     assert response.status_code == 200
     page = response.content.decode()
-    assert '<img src="/media/generations/a/0.png"' in page
-    assert '<a href="/media/generations/a/1.mp4">1.mp4</a>' in page
+    # Through links that expire, like the API's.
+    assert '<img src="/media/generations/a/0.png?expires=' in page
+    assert '<a href="/media/generations/a/1.mp4?expires=' in page
+    assert "&amp;signature=" in page
     assert "2.0\xa0KB" in page
     assert 'name="_save"' not in page
     assert admin_client.post(f"{JOBS_URL}{job.pk}/change/", {"prompt": "changed"}).status_code == 403
@@ -113,7 +115,7 @@ def test_generation_changelist_shows_thumbnails_and_finds_files_by_job_id(admin_
     response = admin_client.get("/admin/generation/generation/", {"q": str(job.id)})
     assert response.status_code == 200
     assert {generation.job_id for generation in response.context["cl"].result_list} == {job.id}
-    assert '<img src="/media/generations/a/0.png"' in response.content.decode()
+    assert '<img src="/media/generations/a/0.png?expires=' in response.content.decode()
     assert admin_client.get("/admin/generation/generation/?mime_type__exact=video/mp4").status_code == 200
 
 

@@ -198,9 +198,8 @@ def generation_record(*, job_id: UUID | str, claim_token: UUID, index: int, resu
             prompt=job.prompt,
         )
         job.result_count += 1
-        job.result_urls = [*job.result_urls, default_storage.url(name)]
         job.lease_expires_at = timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS)
-        job.save(update_fields=["result_count", "result_urls", "lease_expires_at", "updated_at"])
+        job.save(update_fields=["result_count", "lease_expires_at", "updated_at"])
     logger.info("job %s delivered result %d of %d", job.id, job.result_count, job.quantity)
     job_changed(job_id=job.id)
     return generation

@@ -15,7 +15,8 @@ const PENDING = new Set(["queued", "processing"]);
 const STATUS_RANK = { queued: 0, processing: 1, completed: 2, failed: 2, canceled: 2 };
 
 const jobs = new Map();
-const galleryUrls = new Set();
+// The results on show, by job and index: their links change as they are renewed.
+const galleryKeys = new Set();
 const connection = { mode: "connecting", pollTimer: null };
 
 const byId = (id) => document.getElementById(id);
@@ -212,9 +213,9 @@ function tickCountdowns() {
 
 // --- Gallery --------------------------------------------------------------------------------------
 
-function galleryItem({ url, isVideo, prompt }) {
+function galleryItem({ key, url, isVideo, prompt }) {
   const href = new URL(url, window.location.href).href;
-  galleryUrls.add(href);
+  galleryKeys.add(key);
   const media = isVideo
     ? element("video", { src: href, controls: "", preload: "metadata", "aria-label": prompt })
     : element(
@@ -225,14 +226,12 @@ function galleryItem({ url, isVideo, prompt }) {
   return element("li", { class: "result" }, element("figure", {}, media, element("figcaption", {}, prompt)));
 }
 
-function isShown(url) {
-  return galleryUrls.has(new URL(url, window.location.href).href);
-}
-
 function addResults(job) {
-  const fresh = job.result_urls.filter((url) => !isShown(url));
   const isVideo = job.kind === "video";
-  byId("gallery").prepend(...fresh.map((url) => galleryItem({ url, isVideo, prompt: job.prompt })));
+  const fresh = job.result_urls
+    .map((url, index) => ({ key: `${job.id}:${index}`, url }))
+    .filter(({ key }) => !galleryKeys.has(key));
+  byId("gallery").prepend(...fresh.map(({ key, url }) => galleryItem({ key, url, isVideo, prompt: job.prompt })));
 }
 
 // --- Credits --------------------------------------------------------------------------------------
@@ -432,9 +431,11 @@ async function loadJobs() {
 async function loadGallery() {
   const { status, body } = await request(`${config.urls.generations}?limit=${GALLERY_SHOWN}`);
   if (status === 200) {
-    const fresh = body.results.filter((generation) => !isShown(generation.url));
-    const items = fresh.map(({ url, mime_type, prompt }) =>
-      galleryItem({ url, isVideo: mime_type.startsWith("video/"), prompt }),
+    const fresh = body.results.filter(
+      (generation) => generation.url && !galleryKeys.has(`${generation.job_id}:${generation.index}`),
+    );
+    const items = fresh.map(({ job_id, index, url, mime_type, prompt }) =>
+      galleryItem({ key: `${job_id}:${index}`, url, isVideo: mime_type.startsWith("video/"), prompt }),
     );
     byId("gallery").append(...items);
   }
