@@ -654,10 +654,15 @@ def analyse(
     disruptions: list[Disruption],
 ) -> Analysis:
     """Check every job, and every user's balance against the ledger and against what the jobs should have left."""
-    from django.conf import settings
-
     from credits.models import CreditAccount
     from credits.selectors import credit_ledger_total
+    from generation.prices import (
+        image_cost,
+        image_model_default,
+        video_cost,
+        video_model_default,
+        video_resolution_default,
+    )
 
     calls: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for request in images.received():
@@ -668,7 +673,12 @@ def analyse(
             # Operation names read models/{model}/operations/{id}.
             calls[match[0]].append((_worker_of(start.operation_name.split("/")[1]), start.started_at))
     rows = _job_rows()
-    prices = {"image": settings.CREDITS_PER_IMAGE, "video": settings.CREDITS_PER_VIDEO}
+    # Every video here is 4 s long, at the default model and resolution.
+    video_model = video_model_default()
+    prices = {
+        "image": image_cost(model=image_model_default(), quantity=1),
+        "video": video_cost(model=video_model, resolution=video_resolution_default(video_model), duration=4),
+    }
     analysis = Analysis()
     left: Counter[int] = Counter()
     for spec in specs:

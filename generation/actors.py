@@ -58,6 +58,7 @@ def generate_images(job_id: str) -> None:
         prompt=job.prompt,
         aspect_ratio=job.params["aspect_ratio"],
         reference_urls=tuple(job.params.get("image_urls", ())),
+        model=job.params.get("model", ""),
     )
     provider = get_image_provider()
     for index in services.job_missing_indexes(job=job):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +19,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from generation.models import MAX_IMAGES_PER_JOB, Generation, Job
+from generation.prices import (
+    VIDEO_DURATIONS,
+    image_model_default,
+    image_prices,
+    video_model_default,
+    video_prices,
+    video_resolution_default,
+)
 from generation.providers.safe_fetch import is_public_address
 from generation.selectors import generation_list, job_get, job_list
 from generation.serializers import GenerationOutputSerializer, JobOutputSerializer, job_snapshot
@@ -27,7 +36,6 @@ from project.serializers import StrictInputSerializer, caller_id
 
 ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4"]
 VIDEO_ASPECT_RATIOS = ["16:9", "9:16"]
-VIDEO_DURATIONS = [4, 6, 8]
 MAX_PROMPT_LENGTH = 2000
 MAX_REFERENCE_IMAGES = 4
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
@@ -95,6 +103,16 @@ def start_within_field() -> serializers.IntegerField:
     )
 
 
+def catalog_choice(value: str, choices: Iterable[str], what: str) -> str:
+    """``value`` when the price catalog lists it, else a 400 that lists what it does."""
+    if value not in choices:
+        raise serializers.ValidationError(
+            _("Unknown %(what)s %(value)r; choose one of: %(choices)s.")
+            % {"what": what, "value": value, "choices": ", ".join(choices)}
+        )
+    return value
+
+
 class JobCreateApi(APIView):
     """Validate, charge and queue a job through a service; answer 202 with the job at once."""
 
@@ -126,6 +144,16 @@ class ImageCreateApi(JobCreateApi):
         )
         project_id = serializers.CharField(max_length=100, allow_blank=True, default="")
         start_within_seconds = start_within_field()
+        model = serializers.CharField(
+            max_length=200, required=False, help_text="An image model of the price catalog (GET /api/prices/)."
+        )
+
+        def validate_model(self, value: str) -> str:
+            return catalog_choice(value, image_prices(), str(_("model")))
+
+        def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+            data = super().validate(data)
+            return {**data, "model": data.get("model") or image_model_default()}
 
     @create_schema(InputSerializer)
     def post(self, request: Request) -> Response:
@@ -152,6 +180,27 @@ class VideoCreateApi(JobCreateApi):
         negative_prompt = serializers.CharField(max_length=MAX_PROMPT_LENGTH, allow_blank=True, default="")
         project_id = serializers.CharField(max_length=100, allow_blank=True, default="")
         start_within_seconds = start_within_field()
+        model = serializers.CharField(
+            max_length=200, required=False, help_text="A video model of the price catalog (GET /api/prices/)."
+        )
+        resolution = serializers.CharField(
+            max_length=20, required=False, help_text="A resolution the model offers in the price catalog."
+        )
+
+        def validate_model(self, value: str) -> str:
+            return catalog_choice(value, video_prices(), str(_("model")))
+
+        def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+            data = super().validate(data)
+            model = data.get("model") or video_model_default()
+            resolution = data.get("resolution") or video_resolution_default(model)
+            try:
+                catalog_choice(resolution, video_prices()[model], str(_("resolution")))
+            except serializers.ValidationError as error:
+                raise serializers.ValidationError({"resolution": error.detail}) from error
+            if resolution == "1080p" and data["aspect_ratio"] != "16:9":
+                raise serializers.ValidationError({"resolution": [_("1080p is only made in 16:9.")]})
+            return {**data, "model": model, "resolution": resolution}
 
     @create_schema(InputSerializer, {429: OpenApiResponse(description="Too many requests, or too many videos waiting")})
     def post(self, request: Request) -> Response:

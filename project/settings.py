@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,17 @@ def env_bool(name: str, default: bool) -> bool:
     """Read a boolean flag such as ``DEBUG=1`` or ``DEBUG=false``."""
     value = os.environ.get(name)
     return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_json(name: str, default: Any) -> Any:
+    """Read a JSON value such as a price catalog, or ``default`` when unset."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} must be JSON, got {raw!r}") from error
 
 
 def env_floats(name: str, default: str) -> tuple[float, ...]:
@@ -213,8 +225,21 @@ RECONCILE_INTERVAL = float(os.environ.get("RECONCILE_INTERVAL", "30"))
 RECONCILE_AFTER = float(os.environ.get("RECONCILE_AFTER", "120"))
 # Queued videos one user may have waiting at once, so that one user cannot fill the queue for everyone.
 VIDEO_MAX_QUEUED_PER_USER = int(os.environ.get("VIDEO_MAX_QUEUED_PER_USER", "5"))
+# --- Prices: the catalog -----------------------------------------------------------------------------
+# Credits per image for each image model the provider offers (the first is the default), and credits per second
+# of video for each video model and resolution. Veo bills per second and its Fast model costs a third of
+# Standard; VEO_MODEL is the default video model. IMAGE_PRICES and VIDEO_PRICES (JSON, same shapes) replace the
+# defaults; 0 makes a model free.
 CREDITS_PER_IMAGE = int(os.environ.get("CREDITS_PER_IMAGE", "1"))
-CREDITS_PER_VIDEO = int(os.environ.get("CREDITS_PER_VIDEO", "10"))
+# Unset, the provider's configured model is the only one, at CREDITS_PER_IMAGE.
+IMAGE_PRICES: dict[str, int] | None = env_json("IMAGE_PRICES", None)
+VIDEO_PRICES: dict[str, dict[str, int]] = env_json(
+    "VIDEO_PRICES",
+    {
+        "veo-3.0-generate-001": {"720p": 3, "1080p": 6},
+        "veo-3.0-fast-generate-001": {"720p": 1, "1080p": 2},
+    },
+)
 # How long a claimed job may go without news from its worker before another worker may take it over.
 JOB_LEASE_SECONDS = float(os.environ.get("JOB_LEASE_SECONDS", "300"))
 

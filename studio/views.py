@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -14,6 +13,13 @@ from django.utils.translation import gettext_lazy as _
 from credits.selectors import credit_balance
 from generation.apis import ASPECT_RATIOS, MAX_PROMPT_LENGTH, MAX_REFERENCE_IMAGES, VIDEO_ASPECT_RATIOS, VIDEO_DURATIONS
 from generation.models import MAX_IMAGES_PER_JOB
+from generation.prices import (
+    image_model_default,
+    image_prices,
+    video_model_default,
+    video_prices,
+    video_resolution_default,
+)
 
 # The shape each aspect ratio gives, named in its label.
 SHAPES = {
@@ -30,6 +36,11 @@ def aspect_ratio_choices(ratios: list[str]) -> list[tuple[str, str]]:
     return [(ratio, f"{ratio} ({SHAPES[ratio]})" if ratio in SHAPES else ratio) for ratio in ratios]
 
 
+def _default_video_price() -> int:
+    model = video_model_default()
+    return video_prices()[model][video_resolution_default(model)]
+
+
 def client_config() -> dict[str, Any]:
     """What the page's script needs to know: where the API lives and what things cost."""
     return {
@@ -42,8 +53,8 @@ def client_config() -> dict[str, Any]:
             "generations": reverse("generation-list"),
             "login": reverse("login"),
         },
-        "creditsPerImage": settings.CREDITS_PER_IMAGE,
-        "creditsPerVideo": settings.CREDITS_PER_VIDEO,
+        "creditsPerImage": image_prices()[image_model_default()],
+        "creditsPerVideoSecond": _default_video_price(),
     }
 
 

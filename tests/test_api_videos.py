@@ -21,8 +21,9 @@ def rich_api(rich_user):
     return token_client(rich_user)
 
 
-def test_accepts_a_video_charges_and_answers_with_its_position(rich_api, rich_user, settings):
-    settings.CREDITS_PER_VIDEO = 10
+def test_accepts_a_video_charges_per_second_and_answers_with_its_position(rich_api, rich_user, settings):
+    settings.VIDEO_PRICES = {"veo-3.0-generate-001": {"720p": 2, "1080p": 4}}
+    settings.VEO_MODEL = "veo-3.0-generate-001"
     response = rich_api.post(
         "/api/videos/",
         {"prompt": "waves", "aspect_ratio": "9:16", "duration": 6, "negative_prompt": "people"},
@@ -33,9 +34,14 @@ def test_accepts_a_video_charges_and_answers_with_its_position(rich_api, rich_us
     assert body["kind"] == "video"
     assert body["status"] == "queued"
     assert body["position"] == 1
-    assert body["credit_cost"] == 10
-    assert body["params"]["duration"] == 6
-    assert credit_balance(user_id=rich_user.pk) == 190
+    # 6 s at 2 credits a second, in the default model's first resolution.
+    assert body["credit_cost"] == 12
+    assert (body["params"]["duration"], body["params"]["model"], body["params"]["resolution"]) == (
+        6,
+        "veo-3.0-generate-001",
+        "720p",
+    )
+    assert credit_balance(user_id=rich_user.pk) == 188
 
 
 @pytest.mark.parametrize(
@@ -47,6 +53,9 @@ def test_accepts_a_video_charges_and_answers_with_its_position(rich_api, rich_us
         ({"prompt": "a", "start_frame": "file:///etc/passwd"}, "start_frame", "http or https"),
         ({"prompt": "a", "end_frame": "nope"}, "end_frame", "http or https URL"),
         ({"prompt": "a", "fps": 60}, "fps", "Unknown field"),
+        ({"prompt": "a", "model": "veo-9"}, "model", "Unknown model"),
+        ({"prompt": "a", "resolution": "4k"}, "resolution", "Unknown resolution"),
+        ({"prompt": "a", "aspect_ratio": "9:16", "resolution": "1080p"}, "resolution", "only made in 16:9"),
     ],
 )
 def test_refuses_invalid_video_requests_and_charges_nothing(rich_api, rich_user, body, field, reason):
@@ -76,7 +85,7 @@ def test_caps_the_videos_one_user_may_have_waiting(rich_api, rich_user, settings
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "too_many_queued_videos"
     assert "2 videos waiting" in refused.json()["error"]["message"]
-    assert credit_balance(user_id=rich_user.pk) == 200 - 2 * settings.CREDITS_PER_VIDEO
+    assert credit_balance(user_id=rich_user.pk) == 200 - 2 * 24
 
 
 def test_answers_402_for_a_video_without_enough_credits(make_user):

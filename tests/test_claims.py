@@ -72,7 +72,7 @@ def test_recovery_leaves_alone_a_job_whose_worker_renewed_its_lease_since_it_was
 @pytest.mark.parametrize("kind", ["image", "video"])
 def test_a_free_price_charges_and_refunds_nothing(api, user, settings, kind):
     settings.CREDITS_PER_IMAGE = 0
-    settings.CREDITS_PER_VIDEO = 0
+    settings.VIDEO_PRICES = {settings.VEO_MODEL: {"720p": 0}}
     before = credit_balance(user_id=user.pk)
     response = api.post(f"/api/{kind}s/", {"prompt": "on the house"}, format="json")
     assert response.status_code == 202, response.content
@@ -84,7 +84,7 @@ def test_a_free_price_charges_and_refunds_nothing(api, user, settings, kind):
 
 
 def test_a_video_with_frames_waits_outside_the_line_until_they_are_stored(make_user):
-    user = make_user(credits=20)
+    user = make_user(credits=100)
     job = video_job_create(
         user_id=user.pk, prompt="framed", aspect_ratio="16:9", duration=4, start_frame="https://example.com/a.png"
     )

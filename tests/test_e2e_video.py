@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 import subprocess
 import time
@@ -34,7 +35,8 @@ DISPATCH_TICK = 0.5
 # A job leaves the line when the dispatcher claims it, a few milliseconds before the provider call that the
 # fake records; a sighting taken this long before a recorded start surely still counted that job.
 CLAIM_TO_START = 0.5
-VIDEO_COST = 10
+# Every video here is 4 s long, at 2 credits a second.
+VIDEO_COST = 8
 AMBIGUOUS_HOLD = 4.0
 
 
@@ -74,7 +76,7 @@ def cluster(veo: FakeVeoServer, log_dir: Path, **overrides: str) -> Iterator[Clu
         IMAGE_RETRY_DELAYS="0.5,1,2",
         # The dispatcher's lock lasts four provider timeouts; the default two minutes would make it eight.
         PROVIDER_TIMEOUT="5",
-        CREDITS_PER_VIDEO=str(VIDEO_COST),
+        VIDEO_PRICES=json.dumps({"veo-3.0-generate-001": {"720p": VIDEO_COST // 4}}),
         **overrides,
     )
     with web_server(env, log_dir / "web.log") as base:

@@ -339,7 +339,8 @@ def test_three_videos_count_down_their_queue_positions(page: Page, veo: FakeVeoS
     expect(page.locator("#gallery video")).to_have_count(3)
     # Metadata loaded: the browser can play what the worker stored.
     page.wait_for_function("document.querySelector('#gallery video').readyState >= 1")
-    expect(page.locator("#balance")).to_have_text("10")
+    # Three 4 s videos at the default model's 3 credits a second.
+    expect(page.locator("#balance")).to_have_text(str(40 - 3 * 4 * 3))
     screenshot(page, "videos-completed")
 
     third = details_seen(page, "third wave")

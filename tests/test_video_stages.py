@@ -133,7 +133,7 @@ def test_a_round_that_cannot_build_a_start_request_fails_that_job_and_starts_the
     video_dispatch()
     assert Job.objects.get(id=broken.id).status == "failed"
     assert Job.objects.get(id=healthy.id).stage == "generating"
-    assert credit_balance(user_id=user.pk) == credit_ledger_total(user_id=user.pk) == 90
+    assert credit_balance(user_id=user.pk) == credit_ledger_total(user_id=user.pk) == 100 - healthy.credit_cost
 
 
 def test_only_the_message_that_owns_the_polling_polls(broker, veo_settings, make_user):

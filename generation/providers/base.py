@@ -30,11 +30,13 @@ class PermanentProviderError(ProviderError):
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """What to draw: the prompt, the aspect ratio such as ``16:9`` and optional reference image URLs."""
+    """What to draw: the prompt, the aspect ratio such as ``16:9``, optional reference image URLs and the model
+    (blank: the provider's configured one)."""
 
     prompt: str
     aspect_ratio: str
     reference_urls: tuple[str, ...] = field(default_factory=tuple)
+    model: str = ""
 
 
 _EXTENSIONS = {

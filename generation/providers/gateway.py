@@ -32,7 +32,7 @@ class GatewayImageProvider:
         ]
         content += [{"type": "image_url", "image_url": {"url": url}} for url in request.reference_urls]
         return {
-            "model": self.model,
+            "model": request.model or self.model,
             "messages": [{"role": "user", "content": content}],
             "modalities": ["image", "text"],
         }

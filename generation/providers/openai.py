@@ -19,7 +19,12 @@ class OpenAIImageProvider:
 
     def generate_image(self, request: ImageRequest) -> GeneratedImage:
         """Generate one image for ``request``, ignoring its reference URLs."""
-        payload = {"model": self.model, "prompt": request.prompt, "n": 1, "size": image_size(request.aspect_ratio)}
+        payload = {
+            "model": request.model or self.model,
+            "prompt": request.prompt,
+            "n": 1,
+            "size": image_size(request.aspect_ratio),
+        }
         body = self.endpoint.post(payload)
         return decode_image(_b64_json(body))
 

@@ -73,7 +73,9 @@ class VeoVideoProvider:
         payload = {"instances": [_instance(request)], "parameters": _parameters(request)}
         with bounded_call(self.session, self.timeout) as session:
             response = session.post(
-                f"{self.base_url}/models/{self.model}:predictLongRunning", json=payload, timeout=self.timeout
+                f"{self.base_url}/models/{request.model or self.model}:predictLongRunning",
+                json=payload,
+                timeout=self.timeout,
             )
         name = _json_object(response).get("name")
         if not isinstance(name, str) or not name:
@@ -176,6 +178,8 @@ def _image(frame: VideoFrame) -> dict[str, str]:
 
 def _parameters(request: VideoRequest) -> dict[str, Any]:
     parameters: dict[str, Any] = {"aspectRatio": request.aspect_ratio, "durationSeconds": request.duration_seconds}
+    if request.resolution:
+        parameters["resolution"] = request.resolution
     if request.negative_prompt:
         parameters["negativePrompt"] = request.negative_prompt
     return parameters

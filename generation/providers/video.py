@@ -26,6 +26,9 @@ class VideoRequest:
     negative_prompt: str = ""
     start_frame: VideoFrame | None = None
     end_frame: VideoFrame | None = None
+    # Blank: the provider's configured model and its default resolution.
+    model: str = ""
+    resolution: str = ""
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from django.conf import settings
 from django.db import transaction
 
 from generation.models import Job
+from generation.prices import image_cost, image_model_default
 from generation.services.jobs import job_open
 
 logger = logging.getLogger(__name__)
@@ -24,17 +24,20 @@ def image_job_create(
     project_id: str = "",
     idempotency_key: str = "",
     start_within_seconds: int | None = None,
+    model: str = "",
 ) -> Job:
-    """Charge the user for the images and queue the job, in one transaction."""
+    """Charge the user for the images (at the catalog's price of ``model``, the default one when blank) and queue
+    the job, in one transaction."""
+    model = model or image_model_default()
     job = job_open(
         idempotency_key=idempotency_key,
         start_within_seconds=start_within_seconds,
         user_id=user_id,
         kind=Job.Kind.IMAGE,
         prompt=prompt,
-        params={"aspect_ratio": aspect_ratio, "image_urls": image_urls},
+        params={"aspect_ratio": aspect_ratio, "image_urls": image_urls, "model": model},
         quantity=quantity,
-        credit_cost=quantity * settings.CREDITS_PER_IMAGE,
+        credit_cost=image_cost(model=model, quantity=quantity),
         project_id=project_id,
     )
     logger.info("job %s queued: %d image(s) for user %s, %d credits", job.id, quantity, user_id, job.credit_cost)

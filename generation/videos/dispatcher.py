@@ -151,6 +151,8 @@ def _request(job: Job) -> VideoRequest:
         negative_prompt=params.get("negative_prompt", ""),
         start_frame=_stored_frame(frames.get("start")),
         end_frame=_stored_frame(frames.get("end")),
+        model=params.get("model", ""),
+        resolution=params.get("resolution", ""),
     )
 
 

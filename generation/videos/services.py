@@ -9,6 +9,7 @@ from django.db import transaction
 
 from generation.errors import TooManyQueuedVideos
 from generation.models import Job
+from generation.prices import video_cost, video_model_default, video_resolution_default
 from generation.services.jobs import job_open
 
 logger = logging.getLogger(__name__)
@@ -27,8 +28,13 @@ def video_job_create(
     project_id: str = "",
     idempotency_key: str = "",
     start_within_seconds: int | None = None,
+    model: str = "",
+    resolution: str = "",
 ) -> Job:
-    """Charge the user for a video and put it in line, unless the user already has too many waiting."""
+    """Charge the user for a video (at the catalog's price of ``model`` and ``resolution``, the defaults when
+    blank) and put it in line, unless the user already has too many waiting."""
+    model = model or video_model_default()
+    resolution = resolution or video_resolution_default(model)
 
     def admit() -> None:
         # Runs under the account lock that job_open takes, so two requests cannot both slip under the cap.
@@ -50,11 +56,13 @@ def video_job_create(
             "negative_prompt": negative_prompt,
             "start_frame": start_frame,
             "end_frame": end_frame,
+            "model": model,
+            "resolution": resolution,
         },
         # Frames given as URLs are fetched before the video joins the line; without any, it joins at once.
         stage=Job.Stage.PREPARING if start_frame or end_frame else Job.Stage.WAITING,
         quantity=1,
-        credit_cost=settings.CREDITS_PER_VIDEO,
+        credit_cost=video_cost(model=model, resolution=resolution, duration=duration),
         project_id=project_id,
     )
     logger.info("job %s queued: %d s video for user %s, %d credits", job.id, duration, user_id, job.credit_cost)

@@ -449,7 +449,10 @@ function start() {
   const quantity = imageForm.elements.quantity;
   quantity.addEventListener("input", () => showCost(imageForm, Number(quantity.value) || 0));
   showCost(imageForm, Number(quantity.value));
-  showCost(videoForm, 1);
+  // Videos are billed per second.
+  const duration = videoForm.elements.duration;
+  duration.addEventListener("change", () => showCost(videoForm, Number(duration.value)));
+  showCost(videoForm, Number(duration.value));
   byId("jobs").addEventListener("click", (event) => {
     const button = event.target.closest("[data-retry]");
     if (button) {
