@@ -5,10 +5,18 @@ It records every generation it starts and how many ran at once, which is how tes
 concurrency limit. As a process: ``python -m tests.fake_veo --port 8766 --seconds 5 '{"cat": ["429", "ok"]}'``
 prints its URL once it listens.
 
-Behaviours: ``ok``; ``429``, ``500`` and ``400`` answer the start with that error; ``op_error`` and ``filtered``
-start a generation that ends failed or with its video filtered out; ``hang`` starts one that never ends until
-``finish_all()``; ``slow_start:<seconds>`` answers the start that much later and starts an ``ok`` generation
-even when the client has given up by then, as Google would.
+Concurrency is counted by the provider's own clock: a generation runs from its creation until its end, whether
+anyone polls it or not, and whether or not its creator ever heard of it. A cancel ends a running generation
+``cancel_delay`` seconds later (its operation then ends with ``CANCELLED``), not at once, unless ``honours_cancel``
+is False: then it is recorded and the generation runs to its end.
+
+Behaviours: ``ok``; ``429``, ``500`` and ``400`` answer the start with that error, creating nothing;
+``500_after_create`` creates an ``ok`` generation and then answers 500 ``INTERNAL``; ``reset_after_create`` creates
+one and then resets the connection without an answer; ``op_error`` and ``filtered`` start a generation that ends
+failed or with its video filtered out; ``hang`` starts one that never ends until ``finish_all()``;
+``slow_start:<seconds>`` answers the start that much later and starts an ``ok`` generation even when the client has
+given up by then, as Google would; ``slow_download:<seconds>`` starts an ``ok`` generation whose video bytes are
+sent that much after they are asked for.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from __future__ import annotations
 import functools
 import math
 import re
+import socket
+import struct
 import time
 import uuid
 from collections import Counter
@@ -54,7 +64,12 @@ _START_ERRORS: dict[str, tuple[int, str, str, list[dict[str, str]]]] = {
 _OUTCOMES = {"ok", "op_error", "filtered", "hang"}
 # A hung generation that finish_all() ended delivers its video like an ok one.
 _DELIVERING = {"ok", "hang"}
+# Behaviours that create an ok generation and then answer the start call with a failure.
+_AFTER_CREATE = {"500_after_create", "reset_after_create"}
 _SLOW_START = "slow_start:"
+_SLOW_DOWNLOAD = "slow_download:"
+# google.longrunning's answer for an operation that a cancel ended.
+_CANCELLED = {"code": 1, "message": "Operation was cancelled.", "status": "CANCELLED"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,10 @@ class _Operation:
     outcome: str
     # When the generation ends; infinite while a "hang" generation waits for finish_all().
     done_at: float
+    # How long the video's bytes take to come once asked for.
+    download_delay: float = 0.0
+    # When the first cancel arrived, a time.time(); None while nobody asked.
+    canceled_at: float | None = None
 
 
 class _Handler(JsonHandler["FakeVeoServer"]):
@@ -108,6 +127,7 @@ class _Handler(JsonHandler["FakeVeoServer"]):
                 self.send_body(302, b"", headers={"Location": f"/v1beta/media/{match['id']}.webm"})
         elif match := MEDIA_PATH.fullmatch(path):
             if self._video_ready(match["id"]):
+                time.sleep(self.fake._download_attempt(match["id"]))
                 self.fake._record_download(match["id"])
                 self.send_body(200, _video(), "video/webm")
         else:
@@ -130,7 +150,20 @@ class _Handler(JsonHandler["FakeVeoServer"]):
             self._send_error(status, google_status, message, details)
             return
         start = self.fake._start_operation(model, prompt, behaviour, dict(self.headers.items()), body)
-        self.send_json(200, {"name": start.operation_name})
+        if behaviour == "500_after_create":
+            self._send_error(*_START_ERRORS["500"])
+        elif behaviour == "reset_after_create":
+            self._reset()
+        else:
+            self.send_json(200, {"name": start.operation_name})
+
+    def _reset(self) -> None:
+        """Close the connection with a TCP reset, as a load balancer that drops a request would."""
+        # SO_LINGER with a zero timeout makes close() send RST instead of FIN. The socket really closes once the
+        # request's reader lets go of it, at the end of this request, before the server's own shutdown.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
 
     def _answer_operation(self, name: str, operation_id: str) -> None:
         operation = self.fake._poll(name, operation_id)
@@ -141,6 +174,8 @@ class _Handler(JsonHandler["FakeVeoServer"]):
         elif operation.outcome == "op_error":
             error = {"code": 13, "message": "Internal error while generating", "status": "INTERNAL"}
             self.send_json(200, {"name": name, "done": True, "error": error})
+        elif operation.outcome == "canceled":
+            self.send_json(200, {"name": name, "done": True, "error": _CANCELLED})
         else:
             self.send_json(200, {"name": name, "done": True, "response": self._video_response(operation)})
 
@@ -186,20 +221,23 @@ class FakeVeoServer(FakeServer):
         self.generation_seconds = generation_seconds
         # Google documents a cancel as best effort: with False, cancels are recorded and the generation runs on.
         self.honours_cancel = True
+        # A cancel Google honours ends the generation a moment later, not at once.
+        self.cancel_delay = 0.3
         self._operations: dict[str, _Operation] = {}
         self._polls: Counter[str] = Counter()
         self._downloads: list[str] = []
         self._cancels: list[str] = []
         self._max_concurrency = 0
         self._start_attempts = 0
+        self._download_requests: list[str] = []
         # Render the video now: encoding it on the first download would add a second of warm-up to timings.
         _video()
 
     @property
     def starts(self) -> list[VeoStart]:
-        """The generations started so far, in order."""
+        """The generations started so far, in order, those whose start call was answered with a failure included."""
         with self._lock:
-            return [operation.start for operation in self._operations.values()]
+            return self._started()
 
     @property
     def start_attempts(self) -> int:
@@ -209,9 +247,20 @@ class FakeVeoServer(FakeServer):
 
     @property
     def max_concurrency(self) -> int:
-        """The most generations that were running at once, counted at every start."""
+        """The most generations that were running at once, counted at every start.
+
+        A generation's end only ever moves earlier (a cancel, ``finish_all()``), never past a start that counted it,
+        so the count taken at each start is the peak of the whole timeline: the most overlapping generations always
+        include one that has just started.
+        """
         with self._lock:
             return self._max_concurrency
+
+    @property
+    def download_requests(self) -> list[str]:
+        """The operation names whose video's bytes were asked for, in order, by clients that went away included."""
+        with self._lock:
+            return list(self._download_requests)
 
     @property
     def downloads(self) -> list[str]:
@@ -235,6 +284,23 @@ class FakeVeoServer(FakeServer):
         with self._lock:
             return self._running(moment)
 
+    def ended_at(self, operation_name: str) -> float:
+        """When the generation ended, or will end, a ``time.time()``; infinite while it hangs."""
+        with self._lock:
+            return self._operations[operation_name.rsplit("/", 1)[1]].done_at
+
+    def canceled_at(self, operation_name: str) -> float | None:
+        """When the first cancel of the generation arrived, a ``time.time()``; None when nobody canceled it."""
+        with self._lock:
+            return self._operations[operation_name.rsplit("/", 1)[1]].canceled_at
+
+    def assert_never_over(self, limit: int) -> None:
+        """Fail unless at most ``limit`` generations ran at once over the whole timeline, by the fake's clock."""
+        with self._lock:
+            peaks = {start.operation_name: self._running(start.started_at) for start in self._started()}
+        over = {name: running for name, running in peaks.items() if running > limit}
+        assert not over, f"more than {limit} generations ran at once, at the starts of {over}"
+
     def finish_all(self) -> None:
         """End every running generation now, ``hang`` ones included, which then deliver their video."""
         with self._lock:
@@ -248,15 +314,18 @@ class FakeVeoServer(FakeServer):
         self.finish_all()
 
     def _check_behaviour(self, behaviour: str) -> None:
-        if behaviour not in _OUTCOMES and behaviour not in _START_ERRORS and delay(behaviour, _SLOW_START) is None:
+        known = behaviour in _OUTCOMES or behaviour in _START_ERRORS or behaviour in _AFTER_CREATE
+        if not known and delay(behaviour, _SLOW_START) is None and delay(behaviour, _SLOW_DOWNLOAD) is None:
             raise ValueError(f"Unknown fake Veo behaviour {behaviour!r}.")
 
     def _forget(self) -> None:
         self._operations.clear()
         self._polls.clear()
         self._downloads.clear()
+        self._cancels.clear()
         self._max_concurrency = 0
         self._start_attempts = 0
+        self._download_requests.clear()
 
     def _running(self, moment: float) -> int:
         return sum(
@@ -267,26 +336,44 @@ class FakeVeoServer(FakeServer):
         with self._lock:
             self._start_attempts += 1
 
+    def _started(self) -> list[VeoStart]:
+        return [operation.start for operation in self._operations.values()]
+
     def _start_operation(
-        self, model: str, prompt: str, outcome: str, headers: dict[str, str], body: dict[str, Any]
+        self, model: str, prompt: str, behaviour: str, headers: dict[str, str], body: dict[str, Any]
     ) -> VeoStart:
         operation_id = uuid.uuid4().hex
+        download_delay = delay(behaviour, _SLOW_DOWNLOAD)
+        # The start failures that come after the creation leave an ok generation running, as does a slow download.
+        outcome = "ok" if behaviour in _AFTER_CREATE or download_delay is not None else behaviour
         with self._lock:
             now = time.time()
             start = VeoStart(prompt, now, f"models/{model}/operations/{operation_id}", headers, body)
             done_at = math.inf if outcome == "hang" else now + self.generation_seconds
-            self._operations[operation_id] = _Operation(start, outcome, done_at)
+            self._operations[operation_id] = _Operation(start, outcome, done_at, download_delay or 0.0)
             self._max_concurrency = max(self._max_concurrency, self._running(now))
         return start
 
     def _cancel(self, operation_id: str) -> None:
         with self._lock:
             operation = self._operations.get(operation_id)
-            if operation is not None:
-                self._cancels.append(operation.start.operation_name)
-                if self.honours_cancel:
-                    operation.outcome = "op_error"
-                    operation.done_at = min(operation.done_at, time.time())
+            if operation is None:
+                return
+            now = time.time()
+            self._cancels.append(operation.start.operation_name)
+            if operation.canceled_at is None:
+                operation.canceled_at = now
+            # A generation that has already ended keeps its outcome; a running one ends a moment later, CANCELLED.
+            if self.honours_cancel and now < operation.done_at:
+                operation.outcome = "canceled"
+                operation.done_at = min(operation.done_at, now + self.cancel_delay)
+
+    def _download_attempt(self, operation_id: str) -> float:
+        """Record a request for the video's bytes; how long to wait before sending them."""
+        with self._lock:
+            operation = self._operations[operation_id]
+            self._download_requests.append(operation.start.operation_name)
+            return operation.download_delay
 
     def _poll(self, name: str, operation_id: str) -> _Operation | None:
         with self._lock:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import requests
+import urllib3
 
 from generation.providers.base import GeneratedImage, PermanentProviderError, ProviderError, TransientProviderError
 from generation.providers.deadline import Deadline, bounded_session
@@ -85,13 +86,26 @@ def transport_errors(timeout: float, *, deadline: Deadline | None = None) -> Ite
     try:
         yield
     except requests.RequestException as error:
+        if _never_connected(error):
+            # Nothing reached the provider: a caller may be sure that no work was started.
+            raise TransientProviderError(
+                f"The provider could not be connected to ({type(error).__name__}).", code="provider_unreachable"
+            ) from error
         if isinstance(error, requests.Timeout) or (deadline is not None and deadline.expired):
             raise TransientProviderError(
                 f"The provider did not answer within {timeout:g} s.", code="provider_timeout"
             ) from error
         raise TransientProviderError(
-            f"The provider could not be reached ({type(error).__name__}).", code="provider_unreachable"
+            f"The connection to the provider failed ({type(error).__name__}).", code="provider_connection_lost"
         ) from error
+
+
+def _never_connected(error: requests.RequestException) -> bool:
+    """Whether the request failed before a connection was made (refused, name not resolved, connect timeout)."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(error, requests.ConnectionError) and isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def json_or_none(response: requests.Response) -> object:

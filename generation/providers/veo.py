@@ -9,8 +9,9 @@ answer                                                      kind       code
 429 ``RESOURCE_EXHAUSTED`` (``retry_after`` from RetryInfo)  transient  ``rate_limited``
 408, 5xx                                                    transient  ``provider_timeout`` /
                                                                        ``provider_unavailable``
-the call's deadline passing; connection refused or reset    transient  ``provider_timeout`` /
-                                                                       ``provider_unreachable``
+the call's deadline passing                                 transient  ``provider_timeout``
+no connection made (refused, unresolved, connect timeout)   transient  ``provider_unreachable``
+a connection reset or closed after the request went out     transient  ``provider_connection_lost``
 2xx that is not the documented shape                        transient  ``malformed_response``
 401, 403 ``PERMISSION_DENIED``, 400 ``API_KEY_INVALID``     permanent  ``provider_auth``
 400 ``FAILED_PRECONDITION`` (billing, region, account)      permanent  ``provider_precondition_failed``

@@ -34,8 +34,9 @@ from generation.videos.poller import video_poll_schedule
 
 logger = logging.getLogger(__name__)
 
-# A start error that proves nothing was started: the provider refused the call before creating an operation.
-_NOT_STARTED_CODES = frozenset({"rate_limited"})
+# Start errors that prove nothing was started: the provider refused the call before creating an operation, or no
+# connection to it was ever made.
+_NOT_STARTED_CODES = frozenset({"rate_limited", "provider_unreachable"})
 
 
 def video_dispatch() -> None:
