@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 WITH_SERVICES := $(BIN)/python -m project.embedded run --
 
-.PHONY: run test lint format bench bench-videos bench-events chaos fuzz stop clean messages
+.PHONY: run test lint format bench bench-videos bench-estimates bench-events chaos fuzz stop clean messages
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench: $(STAMP)
 
 bench-videos: $(STAMP)
 	$(WITH_SERVICES) $(BIN)/python -m bench.videos $(BENCH_ARGS)
+
+bench-estimates: $(STAMP)
+	$(WITH_SERVICES) $(BIN)/python -m bench.estimates $(BENCH_ARGS)
 
 bench-events: $(STAMP)
 	$(WITH_SERVICES) $(BIN)/python -m bench.events $(BENCH_ARGS)
