@@ -9,7 +9,6 @@ from django.conf import settings
 
 from generation.dispatch import message_send
 from generation.providers import PermanentProviderError, ProviderError, TransientProviderError, get_video_provider
-from generation.slots import renewed_in_background
 from generation.videos import stages
 
 logger = logging.getLogger(__name__)
@@ -24,11 +23,7 @@ def video_download(job_id: str) -> None:
     token = job.claim_token
     provider = get_video_provider()
     try:
-        with renewed_in_background(
-            lambda: stages.video_lease_renew(job_id=job.id, claim_token=token, lease_seconds=lease),
-            period=lease / 3,
-            name=f"download-{job.id}",
-        ):
+        with stages.video_lease_kept(job_id=job.id, claim_token=token, lease_seconds=lease):
             # The operation is asked again rather than its URI stored: it is cheap, and the URI it gives is fresh.
             operation = provider.poll(job.operation_name)
             if not operation.video_uri:

@@ -1,7 +1,8 @@
 """Preparing a video: fetch the frames the user gave as URLs, check them and store them once, outside any lock.
 
 An ordinary actor does it, so a frame server that drips bytes or never answers holds one worker thread for at
-most the fetch's total deadline, and nobody else's video. A video joins the line for a slot only once prepared.
+most the fetch's total deadline, and nobody else's video. It works under a short lease that it renews. A video
+joins the line for a slot only once prepared.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 from uuid import UUID
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
@@ -16,29 +18,30 @@ from generation.dispatch import message_send
 from generation.models import Job
 from generation.providers import ProviderError, TransientProviderError
 from generation.providers.base import GeneratedFile
-from generation.providers.frames import FRAME_TIMEOUT, fetch_frame
+from generation.providers.frames import fetch_frame
 from generation.videos import stages
 
 logger = logging.getLogger(__name__)
 
 # Which frames a video may have, by the request field that holds each one's URL.
 FRAME_FIELDS = {"start": "start_frame", "end": "end_frame"}
-# Two frames, each fetched within its total deadline, and some room for storing them.
-_LEASE_SECONDS = 2 * FRAME_TIMEOUT + 30
 
 
 def video_prepare(job_id: str) -> None:
     """Fetch and store the job's frames, then put it in line; a failed fetch is retried or fails the job."""
-    token = stages.video_prepare_claim(job_id=job_id, lease_seconds=_LEASE_SECONDS)
+    # A short lease, renewed while the frames are fetched: a worker that dies leaves the video to another soon.
+    lease = settings.VIDEO_SLOT_LEASE
+    token = stages.video_prepare_claim(job_id=job_id, lease_seconds=lease)
     if token is None:
         return
     job = Job.objects.get(id=job_id)
     try:
-        frames = {
-            name: _frame_store(job, name, job.params[field])
-            for name, field in FRAME_FIELDS.items()
-            if job.params.get(field)
-        }
+        with stages.video_lease_kept(job_id=job.id, claim_token=token, lease_seconds=lease):
+            frames = {
+                name: _frame_store(job, name, job.params[field])
+                for name, field in FRAME_FIELDS.items()
+                if job.params.get(field)
+            }
     except ProviderError as error:
         logger.warning("job %s: a frame could not be fetched (%s): %s", job.id, error.code, error.message)
         _failed(job.id, token, error)

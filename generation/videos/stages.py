@@ -16,11 +16,13 @@ preparing or waiting, processing from starting to downloading, final once done o
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from uuid import UUID, uuid4
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -35,6 +37,7 @@ from generation.services.jobs import (
     job_complete,
     video_positions_changed,
 )
+from generation.slots import renewed_in_background
 
 logger = logging.getLogger(__name__)
 
@@ -303,9 +306,20 @@ def video_download_claim(*, job_id: UUID | str, lease_seconds: float) -> Job | N
     return Job.objects.get(id=job_id) if claimed else None
 
 
-def video_lease_renew(*, job_id: UUID | str, claim_token: UUID, lease_seconds: float) -> bool:
-    """Extend the claim's lease while its worker is still at it; False when the claim was lost."""
-    return bool(Job.objects.filter(id=job_id, claim_token=claim_token).update(lease_expires_at=_lease(lease_seconds)))
+@contextmanager
+def video_lease_kept(*, job_id: UUID | str, claim_token: UUID, lease_seconds: float) -> Iterator[None]:
+    """Renew the claim's lease every third of it while the block runs (a frame fetch, a download)."""
+
+    def renew() -> bool:
+        try:
+            leased = Job.objects.filter(id=job_id, claim_token=claim_token)
+            return bool(leased.update(lease_expires_at=_lease(lease_seconds)))
+        finally:
+            # The renewing thread gives its database connection back at once: a worker has few of them.
+            connection.close()
+
+    with renewed_in_background(renew, period=lease_seconds / 3, name=f"lease-{job_id}"):
+        yield
 
 
 def video_delivered(*, job_id: UUID | str, claim_token: UUID, video: GeneratedFile) -> bool:
