@@ -32,6 +32,7 @@ from generation.selectors import generation_list, job_get, job_list
 from generation.serializers import GenerationOutputSerializer, JobOutputSerializer, job_snapshot
 from generation.services import image_job_create, job_cancel
 from generation.videos.services import video_job_create
+from generation.webhooks.models import WebhookDelivery
 from project.serializers import StrictInputSerializer, caller_id
 
 ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4"]
@@ -113,6 +114,34 @@ def catalog_choice(value: str, choices: Iterable[str], what: str) -> str:
     return value
 
 
+class JobCreateInputSerializer(StrictInputSerializer):
+    """The fields every create accepts besides its kind's own: where to post the job's webhook events, and which."""
+
+    webhook_url = public_url_field(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="An http or https URL on a public host (https only in production) that receives the job's events, "
+        "signed per Standard Webhooks with the secret of GET /api/webhooks/secret/.",
+    )
+    webhook_events = serializers.ListField(
+        child=serializers.ChoiceField(choices=WebhookDelivery.Event.values),
+        min_length=1,
+        default=lambda: [WebhookDelivery.Event.COMPLETED.value],
+        help_text="Which events to post: start (the job began), progress (a result was stored), completed (the job "
+        "ended: completed, failed or canceled). Default: completed.",
+    )
+
+    def validate_webhook_url(self, value: str) -> str:
+        if value and settings.PRODUCTION and urlsplit(value).scheme.lower() != "https":
+            raise serializers.ValidationError(_("Webhook URLs must use https."))
+        return value
+
+    def validate_webhook_events(self, value: list[str]) -> list[str]:
+        # One order and no repeats: the same choice always makes the same request fingerprint.
+        return [event for event in WebhookDelivery.Event.values if event in value]
+
+
 class JobCreateApi(APIView):
     """Validate, charge and queue a job through a service; answer 202 with the job at once."""
 
@@ -132,7 +161,7 @@ class ImageCreateApi(JobCreateApi):
     """Charge and queue an image job; the answer comes at once, the images follow."""
 
     @extend_schema_serializer(component_name="ImageRequest")
-    class InputSerializer(StrictInputSerializer):
+    class InputSerializer(JobCreateInputSerializer):
         prompt = serializers.CharField(max_length=MAX_PROMPT_LENGTH)
         aspect_ratio = serializers.ChoiceField(choices=ASPECT_RATIOS, default="1:1")
         quantity = serializers.IntegerField(min_value=1, max_value=MAX_IMAGES_PER_JOB, default=1)
@@ -164,7 +193,7 @@ class VideoCreateApi(JobCreateApi):
     """Charge and queue a video; the answer comes at once with the job's place in the line."""
 
     @extend_schema_serializer(component_name="VideoRequest")
-    class InputSerializer(StrictInputSerializer):
+    class InputSerializer(JobCreateInputSerializer):
         prompt = serializers.CharField(max_length=MAX_PROMPT_LENGTH)
         aspect_ratio = serializers.ChoiceField(choices=VIDEO_ASPECT_RATIOS, default="16:9")
         duration = serializers.ChoiceField(choices=VIDEO_DURATIONS, default=8)

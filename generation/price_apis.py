@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from credits.selectors import credit_balance
 from generation.apis import ImageCreateApi, VideoCreateApi
+from generation.models import Job
 from generation.prices import image_cost, price_catalog, video_cost
 from project.serializers import caller_id
 
@@ -30,8 +31,9 @@ class PriceListApi(APIView):
 class QuoteApi(APIView):
     """What a create with this body would cost and whether the caller's balance covers it; nothing is charged."""
 
+    @extend_schema_serializer(component_name="Quote")
     class OutputSerializer(serializers.Serializer):
-        kind = serializers.ChoiceField(choices=list(_CREATES))
+        kind = serializers.ChoiceField(choices=Job.Kind.choices)
         model = serializers.CharField()
         credit_cost = serializers.IntegerField()
         balance = serializers.IntegerField()
@@ -40,7 +42,7 @@ class QuoteApi(APIView):
     @extend_schema(
         request=inline_serializer(
             "QuoteRequest",
-            {"kind": serializers.ChoiceField(choices=list(_CREATES))},
+            {"kind": serializers.ChoiceField(choices=Job.Kind.choices)},
         ),
         description="`kind` plus the fields of that kind's create (POST /api/images/ or /api/videos/).",
         responses={200: OutputSerializer, 400: OpenApiResponse(description="Invalid fields")},

@@ -16,6 +16,7 @@ from generation.media import generations_expire
 from generation.models import Job
 from generation.slots import SingleRunner
 from generation.videos.dispatcher import video_dispatch
+from generation.webhooks.services import webhook_deliveries_resend
 from project.connections import redis_client
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def jobs_reconcile() -> Reconciled:
             done.failed += 1
     video_dispatch()
     done.expired = generations_expire()
+    done.redispatched += webhook_deliveries_resend()
     if done.redispatched or done.recovered or done.failed:
         logger.warning("reconciler: %s", done)
     return done

@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "project",
     "credits",
     "generation",
+    "generation.webhooks",
     "studio",
 ]
 
@@ -225,6 +226,14 @@ RECONCILE_INTERVAL = float(os.environ.get("RECONCILE_INTERVAL", "30"))
 RECONCILE_AFTER = float(os.environ.get("RECONCILE_AFTER", "120"))
 # Queued videos one user may have waiting at once, so that one user cannot fill the queue for everyone.
 VIDEO_MAX_QUEUED_PER_USER = int(os.environ.get("VIDEO_MAX_QUEUED_PER_USER", "5"))
+# --- Webhooks (Standard Webhooks) ---------------------------------------------------------------------
+# Seconds before retry 1, 2, 3, ... of a delivery whose attempt failed (a non-2xx answer, a timeout, a broken
+# connection); once they are used up the delivery is failed.
+WEBHOOK_RETRY_DELAYS = env_floats("WEBHOOK_RETRY_DELAYS", "5,300,1800,7200,18000,36000")
+# One total deadline per attempt, in seconds: connecting, sending the body and the answer's status line and headers.
+WEBHOOK_TIMEOUT = float(os.environ.get("WEBHOOK_TIMEOUT", "10"))
+# Seconds a rotated-out signing secret keeps signing deliveries beside the new one.
+WEBHOOK_SECRET_OVERLAP = float(os.environ.get("WEBHOOK_SECRET_OVERLAP", "86400"))
 # --- Prices: the catalog -----------------------------------------------------------------------------
 # Credits per image for each image model the provider offers (the first is the default), and credits per second
 # of video for each video model and resolution. Veo bills per second and its Fast model costs a third of
@@ -292,6 +301,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Jobs and ledger entries both have a "kind": each choice set gets a name of its own.
+    "ENUM_NAME_OVERRIDES": {
+        "JobKindEnum": "generation.models.Job.Kind",
+        "LedgerEntryKindEnum": "credits.models.CreditLedgerEntry.Kind",
+    },
 }
 
 # --- Operations ---------------------------------------------------------------------------------

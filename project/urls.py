@@ -13,6 +13,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("generation.urls")),
     path("api/", include("credits.urls")),
+    path("api/webhooks/", include("generation.webhooks.urls")),
     path("api/events/", event_stream, name="events"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.db import transaction
 
@@ -25,10 +26,16 @@ def image_job_create(
     idempotency_key: str = "",
     start_within_seconds: int | None = None,
     model: str = "",
+    webhook_url: str = "",
+    webhook_events: list[str] | None = None,
 ) -> Job:
     """Charge the user for the images (at the catalog's price of ``model``, the default one when blank) and queue
     the job, in one transaction."""
     model = model or image_model_default()
+    # Only a job with a webhook carries its fields: every other request keeps the fingerprint it always had.
+    webhook: dict[str, Any] = (
+        {"webhook_url": webhook_url, "webhook_events": webhook_events or ["completed"]} if webhook_url else {}
+    )
     job = job_open(
         idempotency_key=idempotency_key,
         start_within_seconds=start_within_seconds,
@@ -39,6 +46,7 @@ def image_job_create(
         quantity=quantity,
         credit_cost=image_cost(model=model, quantity=quantity),
         project_id=project_id,
+        **webhook,
     )
     logger.info("job %s queued: %d image(s) for user %s, %d credits", job.id, quantity, user_id, job.credit_cost)
     return job

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -30,11 +31,17 @@ def video_job_create(
     start_within_seconds: int | None = None,
     model: str = "",
     resolution: str = "",
+    webhook_url: str = "",
+    webhook_events: list[str] | None = None,
 ) -> Job:
     """Charge the user for a video (at the catalog's price of ``model`` and ``resolution``, the defaults when
     blank) and put it in line, unless the user already has too many waiting."""
     model = model or video_model_default()
     resolution = resolution or video_resolution_default(model)
+    # Only a job with a webhook carries its fields: every other request keeps the fingerprint it always had.
+    webhook: dict[str, Any] = (
+        {"webhook_url": webhook_url, "webhook_events": webhook_events or ["completed"]} if webhook_url else {}
+    )
 
     def admit() -> None:
         # Runs under the account lock that job_open takes, so two requests cannot both slip under the cap.
@@ -64,6 +71,7 @@ def video_job_create(
         quantity=1,
         credit_cost=video_cost(model=model, resolution=resolution, duration=duration),
         project_id=project_id,
+        **webhook,
     )
     logger.info("job %s queued: %d s video for user %s, %d credits", job.id, duration, user_id, job.credit_cost)
     return job
