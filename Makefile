@@ -31,6 +31,7 @@ format: $(STAMP)
 
 messages: $(STAMP)
 	DEBUG=1 $(WITH_SERVICES) $(BIN)/python manage.py makemessages -l pt_BR --ignore=.venv --ignore=var
+	DEBUG=1 $(WITH_SERVICES) $(BIN)/python manage.py makemessages -d djangojs -l pt_BR --ignore=.venv --ignore=var
 	DEBUG=1 $(WITH_SERVICES) $(BIN)/python manage.py compilemessages --ignore=.venv
 
 # Benchmarks and the chaos and fuzz proofs: each uses a database and Redis prefix of its own (chaos and fuzz

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.test import Client
-from playwright.sync_api import Page, Route, expect, sync_playwright
+from playwright.sync_api import Dialog, Page, Route, expect, sync_playwright
 
 from tests.fake_provider import FakeProviderServer
 from tests.fake_veo import FakeVeoServer
@@ -73,6 +74,26 @@ def test_signed_in_user_gets_the_studio_with_balance_and_forms(client: Client, m
 
 
 @pytest.mark.django_db
+def test_studio_offers_the_catalog_models_and_embeds_the_prices(client: Client, make_user, settings):
+    settings.IMAGE_PRICES = {"flash-image": 1, "pro-image": 4}
+    client.force_login(make_user())
+    response = client.get("/")
+    page = response.content.decode()
+    assert 'id="image-model"' in page and '<option value="pro-image">' in page
+    assert 'id="video-model"' in page and '<option value="1080p">' in page
+    prices = response.context["config"]["prices"]
+    assert prices["image"]["models"][1] == {"model": "pro-image", "credits_per_image": 4}
+    assert response.context["config"]["urls"]["webhookSecret"] == "/api/webhooks/secret/"
+
+
+@pytest.mark.django_db
+def test_image_model_choice_is_left_out_when_the_catalog_has_one_model(client: Client, make_user, settings):
+    settings.IMAGE_PRICES = None
+    client.force_login(make_user())
+    assert 'id="image-model"' not in client.get("/").content.decode()
+
+
+@pytest.mark.django_db
 def test_login_page_signs_the_user_in_and_returns_to_the_studio(client: Client, make_user):
     user = make_user()
     user.set_password(PASSWORD)
@@ -110,6 +131,7 @@ def test_javascript_catalog_serves_portuguese_strings(client: Client):
     catalog = client.get("/jsi18n/", HTTP_ACCEPT_LANGUAGE="pt-BR").content.decode()
     assert '"In queue, position %(position)s": "Na fila, posi\\u00e7\\u00e3o %(position)s"' in catalog
     assert '"Try again": "Tentar novamente"' in catalog
+    assert '"starts in about %(minutes)s min": "come\\u00e7a em cerca de %(minutes)s min"' in catalog
 
 
 # --- The page in headless Chromium, against the real server and worker ---------------------------
@@ -129,10 +151,17 @@ def studio_user(make_user, studio_credits: int) -> Any:
 
 
 @pytest.fixture
-def stack(provider: FakeProviderServer, veo: FakeVeoServer, tmp_path: Path) -> Iterator[str]:
+def stack_env() -> dict[str, str]:
+    """Settings a test adds to the server's and the worker's environment."""
+    return {}
+
+
+@pytest.fixture
+def stack(provider: FakeProviderServer, veo: FakeVeoServer, tmp_path: Path, stack_env: dict[str, str]) -> Iterator[str]:
     """The real uvicorn server (DEBUG, as ``make run`` serves static files) and a real worker; yield the base URL."""
     veo.generation_seconds = 2
     env = child_env(
+        **stack_env,
         DEBUG="1",
         SERVE_MEDIA="1",
         IMAGE_PROVIDER="gateway",
@@ -305,6 +334,25 @@ def job_card(page: Page, prompt: str, status: str = "") -> Any:
     return page.locator(selector, has_text=prompt)
 
 
+def call_api(page: Page, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call the API from the page, with its session and CSRF token; return the answer's JSON."""
+    return page.evaluate(
+        """async ([method, path, body]) => {
+            const headers = {
+                "Content-Type": "application/json",
+                "X-CSRFToken": document.querySelector("meta[name=csrf-token]").content,
+            };
+            const response = await fetch(path, {method, headers, body: body && JSON.stringify(body)});
+            return response.json();
+        }""",
+        [method, path, body],
+    )
+
+
+def jobs_with_prompt(page: Page, prompt: str) -> list[dict[str, Any]]:
+    return [job for job in call_api(page, "GET", "/api/jobs/")["results"] if job["prompt"] == prompt]
+
+
 @browser_test
 def test_images_show_progress_and_appear_without_a_reload(page: Page, provider: FakeProviderServer):
     provider.script("lighthouse", ["slow:1"])
@@ -441,3 +489,192 @@ def test_form_shows_field_errors_and_refusals_and_switches_language(page: Page):
     screenshot(page, "portuguese")
     page.set_viewport_size({"width": 390, "height": 844})
     screenshot(page, "portuguese-phone")
+
+
+@browser_test
+def test_cancel_on_a_queued_video_cancels_it_and_refunds_it(page: Page, veo: FakeVeoServer):
+    # The first video holds the only slot long enough for the next ones to wait in line.
+    veo.generation_seconds = 60
+    for prompt in ("a long tide", "a short tide", "a late tide"):
+        submit_video(page, prompt)
+    waiting = job_card(page, "a short tide")
+    expect(waiting).to_contain_text("In queue, position 1")
+    # Three 4 s videos at 3 credits a second.
+    expect(page.locator("#balance")).to_have_text(str(40 - 3 * 12))
+
+    waiting.get_by_role("button", name="Cancel").click()
+    expect(waiting.locator(".badge")).to_have_text("Canceled")
+    expect(waiting.get_by_role("button", name="Cancel")).to_have_count(0)
+    expect(page.locator("#balance")).to_have_text(str(40 - 2 * 12))
+    expect(job_card(page, "a late tide")).to_contain_text("In queue, position 1")
+    screenshot(page, "video-canceled")
+
+    # A cancel that comes too late (the job was canceled meanwhile, in another tab say) is a 409, shown as a toast.
+    def cancel_twice(route: Route) -> None:
+        route.fetch()
+        route.continue_()
+
+    page.route("**/cancel/", cancel_twice)
+    late = job_card(page, "a late tide")
+    late.get_by_role("button", name="Cancel").click()
+    expect(page.locator(".toast-error", has_text="This job has already finished.")).to_be_visible()
+    expect(late.locator(".badge")).to_have_text("Canceled")
+    expect(page.locator("#balance")).to_have_text(str(40 - 12))
+    assert jobs_with_prompt(page, "a late tide")[0]["status"] == "canceled"
+    page.unroute("**/cancel/")
+
+    # A video the provider is making is refunded by half, so the page asks first.
+    questions: list[str] = []
+
+    def accept(dialog: Dialog) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    running = job_card(page, "a long tide")
+    expect(running).to_contain_text("Generating the video")
+    page.once("dialog", accept)
+    running.get_by_role("button", name="Cancel").click()
+    expect(running.locator(".badge")).to_have_text("Canceled")
+    expect(page.locator("#balance")).to_have_text(str(40 - 12 // 2))
+    assert "refunds half" in questions[0], questions
+
+
+@browser_test
+def test_double_click_on_submit_creates_one_job_and_charges_once(page: Page):
+    keys: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            keys.append(request.headers.get("idempotency-key", ""))
+            if request.method == "POST" and request.url.endswith("/api/images/")
+            else None
+        ),
+    )
+    form = page.locator("#image-form")
+    form.get_by_label("Prompt").fill("a single heron")
+    form.get_by_label("Quantity").fill("2")
+    form.get_by_role("button", name="Generate images").dblclick()
+
+    expect(job_card(page, "a single heron", "completed")).to_contain_text("2 of 2 images")
+    expect(page.locator("#balance")).to_have_text("38")
+    assert len(jobs_with_prompt(page, "a single heron")) == 1
+    assert len(keys) == 1 and re.fullmatch(r"[0-9a-f-]{32,36}", keys[0]), keys
+    expect(page.locator(".job")).to_have_count(1)
+
+
+@browser_test
+def test_submit_retried_after_a_lost_answer_returns_the_first_job(page: Page):
+    keys: list[str] = []
+
+    def lose_first_answer(route: Route) -> None:
+        keys.append(route.request.headers.get("idempotency-key", ""))
+        if len(keys) == 1:
+            # The server makes the job; the answer never reaches the page.
+            route.fetch()
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/api/images/", lose_first_answer)
+    submit_images(page, "a lost answer", 1)
+    expect(page.locator(".toast-error", has_text="The server could not be reached")).to_be_visible()
+    page.locator("#image-form").get_by_role("button", name="Generate images").click()
+    expect(job_card(page, "a lost answer", "completed")).to_be_visible()
+    wait_until(page, lambda: len(keys) == 2)
+    assert keys[0] == keys[1], keys
+    expect(page.locator("#balance")).to_have_text("39")
+    assert len(jobs_with_prompt(page, "a lost answer")) == 1
+
+    # Once answered, the same form submitted again is a new request: a second job, with a key of its own.
+    page.locator("#image-form").get_by_role("button", name="Generate images").click()
+    expect(job_card(page, "a lost answer", "completed")).to_have_count(2)
+    expect(page.locator("#balance")).to_have_text("38")
+    assert len(keys) == 3 and keys[2] != keys[0], keys
+
+
+@browser_test
+@pytest.mark.parametrize("stack_env", [{"IMAGE_PRICES": json.dumps({"flash-image": 1, "pro-image": 4})}])
+def test_cost_note_follows_the_form_and_matches_the_quote(page: Page):
+    def assert_cost(kind: str, credits: int, body: dict[str, Any]) -> None:
+        note = page.locator(f"#{kind}-form .cost")
+        expect(note).to_contain_text(f"Costs {credits} credit")
+        quote = call_api(page, "POST", "/api/quotes/", {"kind": kind, "prompt": "a quote", **body})
+        assert quote["credit_cost"] == credits, quote
+        expect(note).to_have_attribute("data-covered", "true" if quote["affordable"] else "false")
+
+    images = page.locator("#image-form")
+    assert_cost("image", 1, {"quantity": 1, "model": "flash-image"})
+    images.get_by_label("Quantity").fill("3")
+    assert_cost("image", 3, {"quantity": 3, "model": "flash-image"})
+    images.get_by_label("Model").select_option("pro-image")
+    assert_cost("image", 12, {"quantity": 3, "model": "pro-image"})
+
+    videos = page.locator("#video-form")
+    standard, fast = "veo-3.0-generate-001", "veo-3.0-fast-generate-001"
+    # The default: 8 seconds of the standard model in 720p, at 3 credits a second.
+    assert_cost("video", 24, {"duration": 8, "model": standard, "resolution": "720p"})
+    videos.get_by_label("Duration").select_option("4")
+    assert_cost("video", 12, {"duration": 4, "model": standard, "resolution": "720p"})
+    videos.get_by_label("Model").select_option(fast)
+    assert_cost("video", 4, {"duration": 4, "model": fast, "resolution": "720p"})
+    videos.get_by_label("Resolution").select_option("1080p")
+    assert_cost("video", 8, {"duration": 4, "model": fast, "resolution": "1080p"})
+    videos.get_by_label("Model").select_option(standard)
+    videos.get_by_label("Duration").select_option("8")
+    assert_cost("video", 48, {"duration": 8, "model": standard, "resolution": "1080p"})
+    expect(videos.locator(".cost")).to_have_text("Costs 48 credits, more than your balance of 40")
+    screenshot(page, "cost-over-balance")
+
+    # 1080p is made in 16:9 only: a portrait video falls back to 720p.
+    videos.get_by_label("Aspect ratio").select_option("9:16")
+    expect(videos.get_by_label("Resolution")).to_have_value("720p")
+    expect(videos.locator("option[value='1080p']")).to_be_disabled()
+    assert_cost("video", 24, {"duration": 8, "model": standard, "resolution": "720p", "aspect_ratio": "9:16"})
+
+
+@browser_test
+def test_queued_video_shows_when_it_should_start(page: Page, veo: FakeVeoServer):
+    veo.generation_seconds = 60
+    submit_video(page, "an early swell")
+    submit_video(page, "a later swell")
+    detail = job_card(page, "a later swell").locator(".job-detail")
+    expect(detail).to_have_text(re.compile(r"^In queue, position 1 · starts in about \d+ (s|min)$"))
+    screenshot(page, "video-eta")
+    # It counts down between events.
+    shown = detail.text_content() or ""
+    expect(detail).not_to_have_text(shown, timeout=45_000)
+    expect(detail).to_contain_text("In queue, position 1 · starts in about")
+
+    page.get_by_role("button", name="PT-BR").click()
+    later = job_card(page, "a later swell").locator(".job-detail")
+    expect(later).to_have_text(re.compile(r"^Na fila, posição 1 · começa em cerca de \d+ (s|min)$"))
+
+
+@browser_test
+def test_webhook_panel_shows_the_signing_secret_and_rotates_it(page: Page):
+    panel = page.locator("#webhooks")
+    secret = page.get_by_label("Signing secret")
+
+    page.route("**/api/webhooks/secret/", lambda route: route.fulfill(status=503, json={}))
+    panel.locator("summary").click()
+    expect(panel.get_by_role("status")).to_contain_text("Webhook settings are unavailable right now.")
+    expect(panel.get_by_role("button", name="Rotate")).to_be_disabled()
+    page.unroute("**/api/webhooks/secret/")
+    panel.locator("summary").click()
+    panel.locator("summary").click()
+
+    expect(secret).to_have_value(re.compile(r"^whsec_[A-Za-z0-9+/=]{40,}$"))
+    expect(secret).to_have_attribute("type", "password")
+    panel.get_by_role("button", name="Show", exact=True).click()
+    expect(secret).to_have_attribute("type", "text")
+    first = secret.input_value()
+
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    panel.get_by_role("button", name="Rotate").click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    panel.get_by_role("button", name="Rotate").click()
+    expect(panel.get_by_role("status")).to_contain_text("Secret rotated")
+    expect(secret).to_have_value(re.compile(r"^whsec_"))
+    expect(secret).not_to_have_value(first)
+    assert call_api(page, "GET", "/api/webhooks/secret/")["secret"] == secret.input_value()
+    screenshot(page, "webhooks")

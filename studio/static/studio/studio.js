@@ -1,14 +1,24 @@
 // The studio page: submit image and video jobs, follow them over the event stream (or by polling when the
-// stream is down), keep the credit balance current and show the results. Strings come from Django's
-// JavaScript catalog (gettext, ngettext, interpolate).
+// stream is down), cancel them, keep the credit balance current and show the results. The forms' costs and
+// bodies are in forms.js, the webhook panel in webhooks.js. Strings come from Django's JavaScript catalog
+// (gettext, ngettext, interpolate).
 
-const config = JSON.parse(document.getElementById("studio-config").textContent);
-const csrfToken = document.querySelector("meta[name=csrf-token]").content;
+import { byId, config, element, errorMessage, request, toast } from "./common.js";
+import {
+  bindCosts,
+  clearFieldErrors,
+  idempotencyKey,
+  imagePayload,
+  retryPayload,
+  showCosts,
+  showFieldErrors,
+  submitAnswered,
+  videoPayload,
+} from "./forms.js";
+import { bindWebhooks } from "./webhooks.js";
 
 const POLL_INTERVAL_MS = 3000;
 const STREAM_RETRY_MS = 5000;
-const TOAST_MS = 6000;
-const TOASTS_SHOWN = 4;
 const JOBS_SHOWN = 20;
 const GALLERY_SHOWN = 24;
 const PENDING = new Set(["queued", "processing"]);
@@ -19,56 +29,10 @@ const jobs = new Map();
 const galleryKeys = new Set();
 const connection = { mode: "connecting", pollTimer: null };
 
-const byId = (id) => document.getElementById(id);
-
-// --- Talking to the API -----------------------------------------------------------------------------
-
-async function request(url, { method = "GET", payload } = {}) {
-  const headers = { Accept: "application/json" };
-  if (payload !== undefined) {
-    headers["Content-Type"] = "application/json";
-    headers["X-CSRFToken"] = csrfToken;
-  }
-  const body = payload === undefined ? undefined : JSON.stringify(payload);
-  const response = await fetch(url, { method, headers, body, credentials: "same-origin" });
-  if (response.status === 401) {
-    window.location.assign(`${config.urls.login}?next=${encodeURIComponent(window.location.pathname)}`);
-  }
-  return { status: response.status, body: await response.json().catch(() => ({})) };
-}
-
-// --- Building elements ----------------------------------------------------------------------------
-
-function element(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    node.setAttribute(name, value);
-  }
-  node.append(...children);
-  return node;
-}
+// --- Announcements --------------------------------------------------------------------------------
 
 function shortPrompt(prompt) {
   return prompt.length > 60 ? `${prompt.slice(0, 57)}…` : prompt;
-}
-
-// --- Toasts ---------------------------------------------------------------------------------------
-
-function toast(message, tone = "info") {
-  const close = element("button", { type: "button", class: "toast-close", "aria-label": gettext("Dismiss") }, "×");
-  const node = element(
-    "div",
-    { class: `toast toast-${tone}`, role: tone === "error" ? "alert" : "status" },
-    element("p", {}, message),
-    close,
-  );
-  close.addEventListener("click", () => node.remove());
-  const toasts = byId("toasts");
-  toasts.append(node);
-  if (toasts.children.length > TOASTS_SHOWN) {
-    toasts.firstElementChild.remove();
-  }
-  setTimeout(() => node.remove(), TOAST_MS);
 }
 
 function announce(job) {
@@ -80,6 +44,8 @@ function announce(job) {
   } else if (job.status === "failed") {
     const text = gettext("Failed: %(prompt)s. %(reason)s");
     toast(interpolate(text, { prompt, reason: failureReason(job) }, true), "error");
+  } else if (job.status === "canceled") {
+    toast(interpolate(gettext("Canceled: %(prompt)s"), { prompt }, true));
   }
 }
 
@@ -109,6 +75,27 @@ function secondsUntil(moment) {
   return moment ? Math.ceil((Date.parse(moment) - Date.now()) / 1000) : 0;
 }
 
+// When a queued job should start, coarsely: seconds under a minute, minutes above.
+function startText(job) {
+  if (!job.estimated_start_at) {
+    return "";
+  }
+  const seconds = secondsUntil(job.estimated_start_at);
+  if (seconds <= 0) {
+    return gettext("starting soon");
+  }
+  return seconds < 60
+    ? interpolate(gettext("starts in about %(seconds)s s"), { seconds }, true)
+    : interpolate(gettext("starts in about %(minutes)s min"), { minutes: Math.round(seconds / 60) }, true);
+}
+
+function queuedText(job) {
+  const place = job.position
+    ? interpolate(gettext("In queue, position %(position)s"), { position: job.position }, true)
+    : gettext("Waiting to start");
+  return [place, startText(job)].filter(Boolean).join(" · ");
+}
+
 function jobDetail(job) {
   if (job.status === "failed") {
     return failureReason(job);
@@ -122,15 +109,13 @@ function jobDetail(job) {
     return interpolate(text, { seconds: wait, retries: job.retries }, true);
   }
   if (job.kind === "image") {
-    return job.status === "queued" ? gettext("Waiting to start") : progressText(job);
+    return job.status === "queued" ? queuedText(job) : progressText(job);
   }
   if (job.stage === "preparing") {
     return gettext("Fetching the frames…");
   }
   if (job.status === "queued") {
-    return job.position
-      ? interpolate(gettext("In queue, position %(position)s"), { position: job.position }, true)
-      : gettext("Waiting to start");
+    return queuedText(job);
   }
   if (job.status !== "processing") {
     return gettext("Video ready");
@@ -162,6 +147,9 @@ function jobContent(job) {
   if (job.status === "failed") {
     parts.push(element("button", { type: "button", "data-retry": job.id }, gettext("Try again")));
   }
+  if (PENDING.has(job.status)) {
+    parts.push(element("button", { type: "button", "data-cancel": job.id }, gettext("Cancel")));
+  }
   return parts;
 }
 
@@ -174,7 +162,12 @@ function renderJob(job) {
     list.insertBefore(card, older ?? null);
   }
   card.dataset.status = job.status;
+  // The card is drawn anew: a button that had the focus hands it to its successor.
+  const focused = card.contains(document.activeElement) ? document.activeElement.getAttribute("data-cancel") : null;
   card.replaceChildren(...jobContent(job));
+  if (focused) {
+    card.querySelector("[data-cancel]")?.focus();
+  }
 }
 
 // A poll answer may arrive after a newer event: retries, status and progress only ever move forward.
@@ -203,10 +196,15 @@ function updateJob(job, { live = true } = {}) {
   addResults(job);
 }
 
+// Retry countdowns and start estimates tick down between events; only the status line changes.
 function tickCountdowns() {
   for (const job of jobs.values()) {
-    if (job.status === "queued" && job.next_run_at) {
-      renderJob(job);
+    if (job.status === "queued") {
+      const detail = byId(`job-${job.id}`)?.querySelector(".job-detail");
+      const text = jobDetail(job);
+      if (detail && detail.textContent !== text) {
+        detail.textContent = text;
+      }
     }
   }
 }
@@ -241,6 +239,7 @@ function setBalance(balance) {
   if (node.textContent !== String(balance)) {
     node.textContent = balance;
     node.animate([{ backgroundColor: "#ffe58a" }, { backgroundColor: "transparent" }], 1200);
+    showCosts();
   }
 }
 
@@ -308,77 +307,20 @@ function openStream() {
 
 // --- Forms ----------------------------------------------------------------------------------------
 
-function imagePayload(form) {
-  const data = new FormData(form);
-  return {
-    prompt: data.get("prompt").trim(),
-    aspect_ratio: data.get("aspect_ratio"),
-    quantity: Number(data.get("quantity")),
-    image_urls: data.get("image_urls").split(/\s+/).filter(Boolean),
-  };
-}
-
-function videoPayload(form) {
-  const data = new FormData(form);
-  const payload = {
-    prompt: data.get("prompt").trim(),
-    aspect_ratio: data.get("aspect_ratio"),
-    duration: Number(data.get("duration")),
-  };
-  for (const name of ["start_frame", "end_frame"]) {
-    const value = data.get(name).trim();
-    if (value) {
-      payload[name] = value;
-    }
-  }
-  return payload;
-}
-
-function retryPayload(job) {
-  const { aspect_ratio, image_urls, duration, start_frame, end_frame, negative_prompt } = job.params;
-  const common = { prompt: job.prompt, aspect_ratio, project_id: job.project_id };
-  return job.kind === "video"
-    ? { ...common, duration, start_frame, end_frame, negative_prompt }
-    : { ...common, quantity: job.quantity, image_urls };
-}
-
-function messagesOf(detail) {
-  return typeof detail === "string" ? [detail] : Object.values(detail).flatMap(messagesOf);
-}
-
-function clearFieldErrors(form) {
-  for (const slot of form.querySelectorAll("[data-error-for]")) {
-    slot.hidden = true;
-    slot.textContent = "";
-  }
-  for (const field of form.querySelectorAll("[aria-invalid]")) {
-    field.removeAttribute("aria-invalid");
-  }
-}
-
-// Shows each field's errors next to it; returns the messages that have no field in the form.
-function showFieldErrors(form, fields) {
-  const unplaced = [];
-  for (const [name, detail] of Object.entries(fields)) {
-    const slot = form?.querySelector(`[data-error-for="${name}"]`);
-    if (slot) {
-      slot.textContent = messagesOf(detail).join(" ");
-      slot.hidden = false;
-      form.elements[name].setAttribute("aria-invalid", "true");
-    } else {
-      unplaced.push(...messagesOf(detail));
-    }
-  }
-  return unplaced;
-}
-
-async function submitJob(kind, payload, form = null) {
+// source names what submitted (a form, a job's Try again): its retries after a lost answer reuse its key.
+async function submitJob(kind, payload, { form = null, source = kind } = {}) {
+  const headers = { "Idempotency-Key": idempotencyKey(source, payload) };
+  const url = kind === "video" ? config.urls.videos : config.urls.images;
   let answer;
   try {
-    answer = await request(kind === "video" ? config.urls.videos : config.urls.images, { method: "POST", payload });
+    answer = await request(url, { method: "POST", payload, headers });
   } catch {
     toast(gettext("The server could not be reached. Please try again."), "error");
     return;
+  }
+  // Only a server error leaves it unknown whether the job was made; the key is kept for the same body then.
+  if (answer.status < 500) {
+    submitAnswered(source);
   }
   if (answer.status === 202) {
     updateJob(answer.body);
@@ -387,18 +329,22 @@ async function submitJob(kind, payload, form = null) {
   const error = answer.body.error ?? {};
   const unplaced = error.fields ? showFieldErrors(form, error.fields) : [];
   if (!error.fields || unplaced.length) {
-    toast([error.message || gettext("Something went wrong."), ...unplaced].join(" "), "error");
+    toast([errorMessage(answer.body), ...unplaced].join(" "), "error");
   }
 }
 
 function bindForm(form, kind, payloadOf) {
+  const button = form.querySelector("button[type=submit]");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    // One submit at a time: a double click or a second Enter while the first is in flight does nothing.
+    if (button.disabled) {
+      return;
+    }
     clearFieldErrors(form);
-    const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     try {
-      await submitJob(kind, payloadOf(form), form);
+      await submitJob(kind, payloadOf(form), { form, source: form.id });
     } finally {
       button.disabled = false;
     }
@@ -408,15 +354,43 @@ function bindForm(form, kind, payloadOf) {
 async function tryAgain(button) {
   const job = jobs.get(button.dataset.retry);
   button.disabled = true;
-  await submitJob(job.kind, retryPayload(job));
+  await submitJob(job.kind, retryPayload(job), { source: `retry-${job.id}` });
   button.disabled = false;
 }
 
-function showCost(form, units) {
-  const note = form.querySelector(".cost");
-  const credits = units * Number(note.dataset.costPerUnit);
-  const text = ngettext("Costs %(credits)s credit", "Costs %(credits)s credits", credits);
-  note.textContent = interpolate(text, { credits }, true);
+// A video the provider is already making costs the service whether or not it is kept: it is refunded by half.
+function confirmCancel(job) {
+  if (job.kind !== "video" || job.status !== "processing") {
+    return true;
+  }
+  const question = gettext("This video is already being made: canceling it now refunds half its credits. Cancel it?");
+  return window.confirm(question);
+}
+
+async function cancelJob(button) {
+  const job = jobs.get(button.dataset.cancel);
+  if (!confirmCancel(job)) {
+    return;
+  }
+  button.disabled = true;
+  let answer;
+  try {
+    answer = await request(`${config.urls.jobs}${job.id}/cancel/`, { method: "POST" });
+  } catch {
+    toast(gettext("The server could not be reached. Please try again."), "error");
+    button.disabled = false;
+    return;
+  }
+  if (answer.status === 200) {
+    updateJob(answer.body);
+  } else {
+    // 409: it finished meanwhile; its card catches up with what it became.
+    toast(errorMessage(answer.body), "error");
+    await refreshJob(job).catch(() => {});
+    button.disabled = false;
+  }
+  // The refund comes as a credits event too; reading it here also covers a page that is polling.
+  refreshBalance().catch(() => {});
 }
 
 // --- Start ----------------------------------------------------------------------------------------
@@ -442,21 +416,17 @@ async function loadGallery() {
 }
 
 function start() {
-  const imageForm = byId("image-form");
-  const videoForm = byId("video-form");
-  bindForm(imageForm, "image", imagePayload);
-  bindForm(videoForm, "video", videoPayload);
-  const quantity = imageForm.elements.quantity;
-  quantity.addEventListener("input", () => showCost(imageForm, Number(quantity.value) || 0));
-  showCost(imageForm, Number(quantity.value));
-  // Videos are billed per second.
-  const duration = videoForm.elements.duration;
-  duration.addEventListener("change", () => showCost(videoForm, Number(duration.value)));
-  showCost(videoForm, Number(duration.value));
+  bindForm(byId("image-form"), "image", imagePayload);
+  bindForm(byId("video-form"), "video", videoPayload);
+  bindCosts();
+  bindWebhooks();
   byId("jobs").addEventListener("click", (event) => {
-    const button = event.target.closest("[data-retry]");
-    if (button) {
-      tryAgain(button);
+    const retry = event.target.closest("[data-retry]");
+    const cancel = event.target.closest("[data-cancel]");
+    if (retry) {
+      tryAgain(retry);
+    } else if (cancel) {
+      cancelJob(cancel);
     }
   });
   openStream();
