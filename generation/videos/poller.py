@@ -10,6 +10,7 @@ ended, and keeps its slot meanwhile.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from uuid import UUID
 
@@ -62,7 +63,7 @@ def video_poll(job_id: str, *, message_id: str) -> None:
         logger.warning("job %s: %s may still run at the provider; its slot is given back", job.id, job.operation_name)
         _ended(job.id, None)
     else:
-        video_poll_schedule(job.id, poll=poll, delay=settings.VIDEO_POLL_INTERVAL)
+        video_poll_schedule(job.id, poll=poll, delay=_next_poll_in(job))
 
 
 def video_poll_schedule(job_id: UUID, *, poll: UUID | None, delay: float) -> None:
@@ -76,6 +77,15 @@ def video_poll_schedule(job_id: UUID, *, poll: UUID | None, delay: float) -> Non
         owned = stages.video_poll_later(job_id=job_id, poll=poll, next_poll=next_poll, delay=delay)
     if owned:
         message_enqueue(message, delay=delay)
+
+
+def _next_poll_in(job: Job) -> float:
+    """Seconds to the next point of the poll grid (the first poll, then every interval), so that the time a poll
+    takes does not add up from one poll to the next."""
+    assert job.started_at is not None
+    interval = settings.VIDEO_POLL_INTERVAL
+    since_first = time.time() - job.started_at.timestamp() - settings.VIDEO_FIRST_POLL
+    return (math.floor(since_first / interval) + 1) * interval - since_first
 
 
 def _past(job: Job, seconds: float) -> bool:
