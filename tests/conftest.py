@@ -107,9 +107,14 @@ def veo_settings(settings: Any, veo: FakeVeoServer) -> Iterator[FakeVeoServer]:
     settings.VIDEO_SLOT_LEASE = 1.5
     settings.VIDEO_DISPATCH_TICK = 0.2
     settings.IMAGE_RETRY_DELAYS = (0.3, 0.6, 1.2)
+    video_queue_forget()
     yield veo
-    # Slots and the dispatcher's lock live in Redis under the run's prefix: a test's holds (an ambiguous start's,
-    # say) must not outlive it.
+    video_queue_forget()
+
+
+def video_queue_forget() -> None:
+    """Drop the video slots and the dispatcher's lock, which live in Redis under the run's prefix: a test's holds
+    (an ambiguous start's, or a worker's stopped mid-generation) must not reach the next test."""
     dispatcher = video_dispatcher()
     redis_client().delete(video_slots().key, dispatcher.lock_key, dispatcher.request_key)
 

@@ -23,6 +23,7 @@ from credits.selectors import credit_balance, credit_ledger_total
 from generation.models import Job
 from generation.slots import video_dispatcher, video_slots
 from project.connections import redis_client
+from tests.conftest import video_queue_forget
 from tests.fake_veo import FakeVeoServer
 from tests.live import child_env, kill_group, start_worker, stop, wait_until_ready, web_server
 from tests.test_e2e import poll_until_finished
@@ -62,6 +63,7 @@ class Cluster:
 @contextmanager
 def cluster(veo: FakeVeoServer, log_dir: Path, **overrides: str) -> Iterator[Cluster]:
     """Serve the API against the fake Veo with short polls, leases and ticks; stop every process at the end."""
+    video_queue_forget()
     env = child_env(
         VIDEO_PROVIDER="veo",
         GEMINI_API_BASE=veo.url,

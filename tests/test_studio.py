@@ -18,6 +18,7 @@ import pytest
 from django.test import Client
 from playwright.sync_api import Dialog, Page, Route, expect, sync_playwright
 
+from tests.conftest import video_queue_forget
 from tests.fake_provider import FakeProviderServer
 from tests.fake_veo import FakeVeoServer
 from tests.live import BASE_DIR, child_env, start_worker, stop, web_server
@@ -182,6 +183,8 @@ def stack(provider: FakeProviderServer, veo: FakeVeoServer, tmp_path: Path, stac
             yield base
     finally:
         stop(worker)
+        # A video the worker left mid-generation keeps its slot lease (30 s here): not into the next test.
+        video_queue_forget()
 
 
 @pytest.fixture

@@ -86,7 +86,8 @@ def assert_ledger_exact(refunds: dict[Job, int]) -> None:
 
 
 def assert_slots_given_back() -> None:
-    wait_for(lambda: video_slots().holders() == set(), timeout=10, message="every video slot given back")
+    holders = video_slots().holders
+    wait_for(lambda: holders() == set(), timeout=10, message=f"every video slot given back (held: {holders()})")
 
 
 # --- the fake itself ----------------------------------------------------------------------------------------
