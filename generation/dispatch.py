@@ -13,31 +13,26 @@ from django.db import transaction
 
 from generation.models import Job
 
-# The actor that owns each stage of a video's pipeline (see generation/videos/stages.py).
-VIDEO_STAGE_ACTORS: dict[str, str] = {
-    Job.Stage.PREPARING: "prepare_video",
-    Job.Stage.WAITING: "dispatch_videos",
-    Job.Stage.GENERATING: "poll_video",
-    Job.Stage.STOPPING: "poll_video",
-    Job.Stage.DOWNLOADING: "download_video",
-}
+# The actor that owns each leased stage of a video's pipeline (see generation/videos/stages.py). A waiting video is
+# started by the dispatcher, and a running one's polls belong to one message at a time: the dispatcher adopts a
+# quiet poll chain, so nothing here may send them.
+VIDEO_STAGE_ACTORS: dict[str, str] = {Job.Stage.PREPARING: "prepare_video", Job.Stage.DOWNLOADING: "download_video"}
 
 
-def message_send(actor_name: str, *args: str, delay: float = 0, **options: Any) -> None:
-    """Send a message to the named actor now, after ``delay`` seconds."""
-    # Dramatiq puts any delay that is not None, 0 included, on the delay queue: no delay must be None.
-    delay_ms = int(delay * 1000) or None
-    dramatiq.get_broker().get_actor(actor_name).send_with_options(args=args, delay=delay_ms, **options)
-
-
-def message_new(actor_name: str, *args: str) -> dramatiq.Message[Any]:
+def message_new(actor_name: str, *args: str, **options: Any) -> dramatiq.Message[Any]:
     """A message for the named actor, not sent yet: its id can be recorded as the owner of a step first."""
-    return dramatiq.get_broker().get_actor(actor_name).message(*args)
+    return dramatiq.get_broker().get_actor(actor_name).message_with_options(args=args, **options)
 
 
 def message_enqueue(message: dramatiq.Message[Any], *, delay: float = 0) -> None:
     """Send a message made by ``message_new``, after ``delay`` seconds."""
+    # Dramatiq puts any delay that is not None, 0 included, on the delay queue: no delay must be None.
     dramatiq.get_broker().enqueue(message, delay=int(delay * 1000) or None)
+
+
+def message_send(actor_name: str, *args: str, delay: float = 0, **options: Any) -> None:
+    """Send a message to the named actor now, after ``delay`` seconds."""
+    message_enqueue(message_new(actor_name, *args, **options), delay=delay)
 
 
 def message_send_on_commit(actor_name: str, *args: str, delay: float = 0, **options: Any) -> None:

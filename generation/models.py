@@ -120,6 +120,11 @@ class Job(models.Model):
         """What one result costs: the charge is spread evenly over the quantity."""
         return self.credit_cost // self.quantity
 
+    @property
+    def undelivered_cost(self) -> int:
+        """What the results not delivered yet cost: the refund of a job that ends without them."""
+        return (self.quantity - self.result_count) * self.unit_cost
+
 
 def generation_upload_to(instance: Generation, filename: str) -> str:
     return f"generations/{instance.user_id}/{instance.job_id}/{filename}"

@@ -158,7 +158,7 @@ def _job_deadline_cancel(*, job_id: UUID) -> bool:
         status=Job.Status.CANCELED,
         error_code="deadline_exceeded",
         error_message="The job did not start before its start deadline.",
-        refund=(job.quantity - job.result_count) * job.unit_cost,
+        refund=job.undelivered_cost,
         note="start deadline passed",
     )
     logger.info("job %s canceled: it did not start by its deadline", job.id)
@@ -323,7 +323,7 @@ def _job_fail_locked(*, job: Job, error_code: str, error_message: str) -> None:
         status=Job.Status.FAILED,
         error_code=error_code,
         error_message=error_message,
-        refund=undelivered * job.unit_cost,
+        refund=job.undelivered_cost,
         note=f"{undelivered} of {job.quantity} undelivered",
     )
     logger.warning("job %s failed (%s): %s; %d result(s) refunded", job.id, error_code, error_message, undelivered)
@@ -348,10 +348,9 @@ def job_cancel_refund(*, job: Job) -> int:
     A video whose start call has gone out costs the service at the provider whether or not it is kept, so canceling
     it from then on refunds half its price; anything that has not reached the provider is refunded in full.
     """
-    undelivered = (job.quantity - job.result_count) * job.unit_cost
     if job.stage in (*Job.OPERATION_STAGES, Job.Stage.DOWNLOADING):
-        return undelivered // 2
-    return undelivered
+        return job.undelivered_cost // 2
+    return job.undelivered_cost
 
 
 @transaction.atomic
