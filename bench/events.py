@@ -1,14 +1,18 @@
-"""Benchmark of the event stream: commit-to-client latency, and many idle streams held by one server process.
+"""Benchmark of the event stream on one server process: many idle streams, and commit-to-client latency under load.
 
-Run with ``python -m project.embedded run -- python -m bench.events`` (``make bench-events``).
+Run with ``python -m project.embedded run -- python -m bench.events`` (``make bench-events``). Two phases against
+one uvicorn process: first the latency with no idle streams, then the cost of ``--idle`` streams (memory,
+threads, descriptors, Redis connections) and the latency again while they stay open.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,111 +22,162 @@ import psutil
 from bench import report
 from bench.loadgen import LOCALHOST, latency_summary, percentile
 from bench.machine import code_revision, machine_description
-from bench.stack import bench_environment, bench_users, web_server
+from bench.stack import BenchEnvironment, bench_environment, bench_users, web_server
+from core.limits import open_files_raise
 from tests.sse import EventStreamClient
-
-HEADER_END = b"\r\n\r\n"
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--changes", type=int, default=300, help="job changes whose events are timed")
-    parser.add_argument("--idle", type=int, default=1000, help="idle streams held open at once")
+    parser.add_argument("--idle", type=int, default=10_000, help="idle streams held open at once")
+    parser.add_argument("--users", type=int, default=100, help="users creating jobs, each following its stream")
+    parser.add_argument("--rate", type=float, default=50, help="jobs created per second, over all users")
+    parser.add_argument("--duration", type=float, default=30, help="seconds of job creation per phase")
     parser.add_argument("--output", type=Path, default=None)
     return parser.parse_args(argv)
 
 
-def _stamp(moments: list[float]) -> None:
-    moments.append(time.time())
+def idle_tokens(count: int) -> list[str]:
+    """API tokens of ``count`` users who only watch, each holding one stream (created in bulk: fast)."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    users = get_user_model().objects.bulk_create(get_user_model()(username=f"viewer-{index}") for index in range(count))
+    tokens = Token.objects.bulk_create(Token(user=user, key=Token.generate_key()) for user in users)
+    return [token.key for token in tokens]
 
 
-def commit_to_event(base: str, token: str, changes: int) -> dict[str, Any]:
-    """Create jobs one at a time through the service and time each job event from the commit to its arrival."""
-    from django.contrib.auth.models import User
+def _create(user_id: int, index: int) -> tuple[str, float]:
+    """Create one job through the service; return its id and the moment its transaction committed."""
     from django.db import transaction
 
     from generation.services import image_job_create
 
-    user = User.objects.get(auth_token__key=token)
+    stamp: list[float] = []
+    with transaction.atomic():
+        # Registered before the job's own callbacks, so it runs first, right after the commit.
+        transaction.on_commit(partial(lambda moments: moments.append(time.time()), stamp))
+        job = image_job_create(user_id=user_id, prompt=f"timed {index}", aspect_ratio="1:1", quantity=1, image_urls=[])
+    return str(job.id), stamp[0]
+
+
+def commit_to_event(base: str, tokens: list[str], rate: float, duration: float) -> dict[str, Any]:
+    """Users create jobs at ``rate`` per second in all, round robin; each job's event is timed from its commit to
+    its arrival on its user's stream."""
+    from django.contrib.auth.models import User
+
+    users = [User.objects.get(auth_token__key=token).pk for token in tokens]
+    streams = [EventStreamClient(f"{base}/api/events/", headers={"Authorization": f"Token {t}"}) for t in tokens]
     committed: dict[str, float] = {}
-    stream = EventStreamClient(f"{base}/api/events/", headers={"Authorization": f"Token {token}"})
-    latencies = []
-    # The event id is Redis's clock in milliseconds when the event was appended: it splits the latency in two.
-    to_redis, from_redis = [], []
     try:
-        stream.next(event="ready")
-        for index in range(changes):
-            stamp: list[float] = []
-            with transaction.atomic():
-                # Registered before the job's own callbacks, so it runs first, right after the commit.
-                transaction.on_commit(partial(_stamp, stamp))
-                job = image_job_create(
-                    user_id=user.pk, prompt=f"timed {index}", aspect_ratio="1:1", quantity=1, image_urls=[]
-                )
-            committed[str(job.id)] = stamp[0]
-            event = stream.next(event="job", timeout=10)
-            commit = committed[event.data["id"]]
-            appended = int(event.id.split("-")[0]) / 1000
-            latencies.append(event.received_at - commit)
-            to_redis.append(appended - commit)
-            from_redis.append(event.received_at - appended)
-            time.sleep(0.01)
-    finally:
-        stream.close()
-    ordered = sorted(latencies)
-    return {
-        "events": len(latencies),
-        **latency_summary(latencies),
-        "p95": round(1000 * percentile(ordered, 0.95), 2),
-        "commit_to_redis_ms": latency_summary(to_redis),
-        "redis_to_client_ms": latency_summary(from_redis),
-    }
-
-
-async def _open_idle(port: int, token: str, count: int) -> list[asyncio.StreamWriter]:
-    """Open ``count`` streams and read each up to its ready event; the writers keep them open."""
-    request = (
-        f"GET /api/events/ HTTP/1.1\r\nHost: {LOCALHOST}\r\nAuthorization: Token {token}\r\n"
-        "Accept: text/event-stream\r\n\r\n"
-    ).encode()
-
-    async def one() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection(LOCALHOST, port)
-        writer.write(request)
-        await writer.drain()
-        await asyncio.wait_for(reader.readuntil(b"event: ready"), timeout=60)
-        return reader, writer
-
-    opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    # In batches, as browsers arriving over a few seconds would, so that opening does not time out.
-    for start in range(0, count, 100):
-        opened += await asyncio.gather(*(one() for _ in range(min(100, count - start))))
-    return [writer for _, writer in opened]
-
-
-def idle_streams(port: int, pid: int, token: str, count: int) -> dict[str, Any]:
-    """Hold ``count`` idle streams against one server process and report its memory and threads before and after."""
-    server = psutil.Process(pid)
-    before = {"rss_mib": round(server.memory_info().rss / 2**20, 1), "threads": server.num_threads()}
-
-    async def hold() -> dict[str, Any]:
+        for stream in streams:
+            stream.next(event="ready")
+        total = int(rate * duration)
         started = time.monotonic()
-        writers = await _open_idle(port, token, count)
-        opened_s = time.monotonic() - started
-        await asyncio.sleep(5)
-        during = {"rss_mib": round(server.memory_info().rss / 2**20, 1), "threads": server.num_threads()}
-        for writer in writers:
-            writer.close()
-        return {"open_seconds": round(opened_s, 1), "during": during}
-
-    held = asyncio.run(hold())
-    during = held["during"]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = []
+            for index in range(total):
+                # Paced from the start, not from the last create: a slow create does not lower the offered rate.
+                time.sleep(max(0.0, started + index / rate - time.monotonic()))
+                futures.append(pool.submit(_create, users[index % len(users)], index))
+            for future in futures:
+                job_id, moment = future.result()
+                committed[job_id] = moment
+        received: dict[str, float] = {}
+        for stream in streams:
+            for event in stream.drain(wait=0):
+                received.setdefault(event.data.get("id", ""), event.received_at)
+        deadline = time.monotonic() + 10
+        while set(committed) - set(received) and time.monotonic() < deadline:
+            for stream in streams:
+                for event in stream.drain(wait=0.05):
+                    received.setdefault(event.data.get("id", ""), event.received_at)
+    finally:
+        for stream in streams:
+            stream.close()
+    latencies = [received[job] - moment for job, moment in committed.items() if job in received]
     return {
-        "streams": count,
-        "before": before,
-        **held,
-        "rss_per_stream_kib": round(1024 * (during["rss_mib"] - before["rss_mib"]) / count, 1),
+        "jobs": len(committed),
+        "events": len(latencies),
+        "missing": len(committed) - len(latencies),
+        "offered_rate": rate,
+        "achieved_rate": round(len(committed) / max(duration, 1e-9), 1),
+        **latency_summary(latencies),
+        "p95": round(1000 * percentile(sorted(latencies), 0.95), 2) if latencies else None,
     }
+
+
+class IdleStreams:
+    """Holds ``count`` streams open from a thread of its own (an asyncio loop on raw sockets) until closed."""
+
+    def __init__(self, port: int, tokens: list[str]) -> None:
+        self.port, self.tokens = port, tokens
+        self.opened = threading.Event()
+        self.open_seconds = 0.0
+        self._loop = asyncio.new_event_loop()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._open(), self._loop).result(timeout=600)
+
+    async def _one(self, token: str) -> asyncio.StreamWriter:
+        reader, writer = await asyncio.open_connection(LOCALHOST, self.port)
+        writer.write(f"GET /api/events/ HTTP/1.1\r\nHost: {LOCALHOST}\r\nAuthorization: Token {token}\r\n\r\n".encode())
+        await asyncio.wait_for(reader.readuntil(b"event: ready"), timeout=120)
+        return writer
+
+    async def _open(self) -> None:
+        started = time.monotonic()
+        # In batches, as browsers arriving over some seconds would, so that opening does not time out.
+        for first in range(0, len(self.tokens), 200):
+            self._writers += await asyncio.gather(*(self._one(token) for token in self.tokens[first : first + 200]))
+        self.open_seconds = time.monotonic() - started
+
+    def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+
+def server_reading(bench: BenchEnvironment, pid: int) -> dict[str, Any]:
+    """The server process's memory, threads and descriptors, and the Redis connections its event hub holds."""
+    import redis
+
+    server = psutil.Process(pid)
+    clients = redis.Redis.from_url(bench.redis_url).client_list()
+    hub_name = f"{bench.redis_prefix}:events:"
+    return {
+        "rss_mib": round(server.memory_info().rss / 2**20, 1),
+        "threads": server.num_threads(),
+        "descriptors": server.num_fds(),
+        "hub_redis_connections": sum(client["name"].startswith(hub_name) for client in clients),
+        "redis_connections_all": len(clients),
+        "load_average": [round(value, 2) for value in os.getloadavg()],
+    }
+
+
+def run(bench: BenchEnvironment, args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"open_files_limit": open_files_raise()}
+    timed = bench_users(args.users)
+    viewers = idle_tokens(args.idle)
+    # One server process, so that the idle streams' cost is one process's.
+    with web_server(bench, workers=1) as server:
+        base = f"http://{LOCALHOST}:{server.port}"
+        results["without_idle_streams"] = commit_to_event(base, timed, args.rate, args.duration)
+        results["before"] = server_reading(bench, server.process.pid)
+        idle = IdleStreams(server.port, viewers)
+        try:
+            time.sleep(5)
+            results["during"] = server_reading(bench, server.process.pid)
+            results["open_seconds"] = round(idle.open_seconds, 1)
+            results["with_idle_streams"] = commit_to_event(base, timed, args.rate, args.duration)
+            results["after_load"] = server_reading(bench, server.process.pid)
+        finally:
+            idle.close()
+    growth = results["during"]["rss_mib"] - results["before"]["rss_mib"]
+    results["rss_per_stream_kib"] = round(1024 * growth / max(args.idle, 1), 1)
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,24 +188,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with bench_environment(log_dir=path.with_name(f"{path.stem}-logs")) as bench:
             results["machine"] = machine_description(database_url=bench.database_url, redis_url=bench.redis_url)
-            token = bench_users(1)[0]
-            # One server process, so that the idle streams' cost is one process's.
-            with web_server(bench, workers=1) as server:
-                base = f"http://{LOCALHOST}:{server.port}"
-                results["commit_to_event_ms"] = commit_to_event(base, token, args.changes)
-                results["idle_streams"] = idle_streams(server.port, server.process.pid, token, args.idle)
+            results.update(run(bench, args))
     finally:
         report.write_json(results, path)
-    latency = results.get("commit_to_event_ms", {})
-    idle = results.get("idle_streams", {})
+    quiet, loaded = results.get("without_idle_streams", {}), results.get("with_idle_streams", {})
+    during = results.get("during", {})
     print(
-        f"commit -> event at the client: p50 {latency.get('p50')} ms, p95 {latency.get('p95')} ms, "
-        f"p99 {latency.get('p99')} ms over {latency.get('events')} events\n"
-        f"{idle.get('streams')} idle streams on one server process: RSS {idle.get('before', {}).get('rss_mib')} -> "
-        f"{idle.get('during', {}).get('rss_mib')} MiB ({idle.get('rss_per_stream_kib')} KiB each), threads "
-        f"{idle.get('before', {}).get('threads')} -> {idle.get('during', {}).get('threads')}\n"
-        f"results: {path}",
-        file=sys.stderr,
+        f"commit -> event at the client, {args.users} users, {args.rate:g} jobs/s: p50 {quiet.get('p50')} / p95 "
+        f"{quiet.get('p95')} ms with no idle stream, p50 {loaded.get('p50')} / p95 {loaded.get('p95')} ms with "
+        f"{args.idle} open (missing: {quiet.get('missing')} / {loaded.get('missing')})\n"
+        f"{args.idle} idle streams: {results.get('rss_per_stream_kib')} KiB each, RSS {during.get('rss_mib')} MiB, "
+        f"{during.get('threads')} threads, {during.get('descriptors')} descriptors, "
+        f"{during.get('hub_redis_connections')} Redis connections for the hub\nresults: {path}"
     )
 
 

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from django.utils.translation import gettext as _
 
+from core.events.publish import event_append
 from credits.errors import InsufficientCredits
 from credits.models import CreditAccount, CreditLedgerEntry
-from project.events import event_append
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User

@@ -10,15 +10,16 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import dramatiq
 import redis
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.models import Count, Sum
+from django.db.models import Count, Min, Q, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -27,12 +28,12 @@ from dramatiq.common import dq_name, xq_name
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from core.events.publish import streams_count_key, streams_dropped_key
 from credits.models import CreditLedgerEntry
 from generation import actors  # noqa: F401  (importing the actors declares their queues on the broker)
 from generation.models import Job
 from generation.slots import video_slots
 from project.connections import redis_client
-from project.events import stream_client_name
 
 logger = logging.getLogger(__name__)
 
@@ -161,10 +162,58 @@ def _refund_metrics() -> Iterator[Metric]:
     yield credits
 
 
+def _stuck_after() -> timedelta:
+    # Twice the longest recovery path: the reconciler re-sends or recovers a job within RECONCILE_AFTER plus one
+    # pass; the dispatcher adopts a start call or a poll chain one slot lease after the call's deadline.
+    recovery = max(
+        settings.RECONCILE_AFTER + settings.RECONCILE_INTERVAL, settings.PROVIDER_TIMEOUT + settings.VIDEO_SLOT_LEASE
+    )
+    return timedelta(seconds=2 * recovery)
+
+
+def _stuck_jobs(overdue: datetime) -> Q:
+    """Unfinished jobs that their owner or the recovery should have moved on before ``overdue``."""
+    unclaimed = Q(lease_expires_at__isnull=True) & (Q(next_run_at__isnull=True) | Q(next_run_at__lt=overdue))
+    leased_stages = (Job.Stage.PREPARING, Job.Stage.DOWNLOADING)
+    messaged = Q(kind=Job.Kind.IMAGE, status=Job.Status.QUEUED) | Q(stage__in=leased_stages)
+    return (Q(status__in=(Job.Status.QUEUED, Job.Status.PROCESSING)) | Q(stage=Job.Stage.STOPPING)) & (
+        Q(lease_expires_at__lt=overdue)  # claimed by a worker that went quiet
+        | (messaged & unclaimed & Q(updated_at__lt=overdue))  # due, and its message never came
+        | Q(stage__in=Job.OPERATION_STAGES, operation_name="", updated_at__lt=overdue)  # a start call nobody ended
+        | Q(stage__in=(Job.Stage.GENERATING, Job.Stage.STOPPING), next_poll_at__lt=overdue)  # nobody polls it
+    )
+
+
+def _recovery_metrics() -> Iterator[Metric]:
+    now = timezone.now()
+    stuck = GaugeMetricFamily(
+        "genservice_jobs_stuck",
+        "Unfinished jobs that recovery should have set going again by now: overdue by twice the longest recovery "
+        "path (a lease run out, a message that never came, a start call or a poll chain nobody ended).",
+        labels=["kind"],
+    )
+    counts = dict.fromkeys(Job.Kind.values, 0)
+    for kind, count in Job.objects.filter(_stuck_jobs(now - _stuck_after())).values_list("kind").annotate(Count("id")):
+        counts[kind] = count
+    for kind, count in counts.items():
+        stuck.add_metric([kind], count)
+    yield stuck
+    # A slot is held from the start call until the provider says the operation ended: the oldest such video
+    # shows a slot held past the provider's longest generation. (An ambiguous start's hold has a lease of its own.)
+    oldest = Job.objects.filter(stage__in=Job.OPERATION_STAGES).aggregate(started=Min("started_at"))["started"]
+    yield GaugeMetricFamily(
+        "genservice_video_slot_oldest_seconds",
+        "Seconds since the oldest video the provider may be running (starting, generating or stopping) started; "
+        "0 when there is none.",
+        value=(now - oldest).total_seconds() if oldest else 0,
+    )
+
+
 def _database_metrics() -> Iterator[Metric]:
     yield from _job_metrics()
     yield from _timing_metrics()
     yield from _refund_metrics()
+    yield from _recovery_metrics()
 
 
 def _queue_metrics() -> Iterator[Metric]:
@@ -211,10 +260,26 @@ def _redis_metrics() -> Iterator[Metric]:
         "Video generations allowed at the provider at once.",
         value=settings.VIDEO_MAX_CONCURRENT,
     )
-    # Every stream's Redis connection carries the same name, so Redis itself counts the open streams of all
-    # web processes.
-    streams = sum(1 for client in redis_client().client_list(_type="normal") if client["name"] == stream_client_name())
-    yield GaugeMetricFamily("genservice_event_streams_open", "Server-Sent Events streams open.", value=streams)
+    yield from _stream_metrics()
+
+
+def _stream_metrics() -> Iterator[Metric]:
+    # Each web process reports its own count, which expires with the process.
+    client = redis_client()
+    keys = sorted(client.scan_iter(match=streams_count_key(), count=1000))
+    prefix = streams_count_key("")
+    streams = GaugeMetricFamily(
+        "genservice_event_streams_open", "Server-Sent Events streams open, by web process.", labels=["process"]
+    )
+    for key, count in zip(keys, client.mget(keys) if keys else [], strict=True):
+        if count is not None:
+            streams.add_metric([key.decode().removeprefix(prefix)], int(count))
+    yield streams
+    yield CounterMetricFamily(
+        "genservice_event_streams_dropped",
+        "Event streams dropped because their client read too slowly.",
+        value=int(client.get(streams_dropped_key()) or 0),
+    )
 
 
 class ServiceCollector:

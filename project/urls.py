@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from project.events import event_stream
+from core.events.views import event_stream
 from project.health import healthz, readyz
 from project.metrics import metrics
 

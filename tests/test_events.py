@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
+from django.conf import settings
 from rest_framework.authtoken.models import Token
 
+from core.events.publish import event_append
 from project.connections import redis_client
-from project.events import stream_client_name
+from project.metrics import ServiceCollector
 from tests.live import child_env, web_server
 from tests.sse import EventStreamClient
 
@@ -110,19 +113,81 @@ def test_refuses_a_malformed_last_event_id(server, make_user):
     assert response.status_code == 400
 
 
-def test_a_closed_stream_gives_its_redis_connection_back(server, make_user):
-    def open_streams() -> int:
-        clients = redis_client().client_list()
-        return sum(client["name"] == stream_client_name() for client in clients)
+def hub_connections() -> list[dict[str, Any]]:
+    """The Redis connections of the web server's event hub, which carry its name."""
+    name = f"{settings.REDIS_KEY_PREFIX}:events:"
+    return [client for client in redis_client().client_list() if client["name"].startswith(name)]
 
-    user = make_user()
-    streams = [EventStreamClient(f"{server}/api/events/", headers=auth(user)) for _ in range(5)]
-    for stream in streams:
-        stream.next(event="ready")
-    assert open_streams() == 5
-    for stream in streams:
-        stream.close()
-    deadline = time.monotonic() + 5
-    while open_streams() and time.monotonic() < deadline:
+
+def streams_reported() -> dict[str, float]:
+    """The open streams per web process, as ``/metrics`` exports them."""
+    metrics = {family.name: family for family in ServiceCollector().collect()}
+    return {sample.labels["process"]: sample.value for sample in metrics["genservice_event_streams_open"].samples}
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true in time"
         time.sleep(0.05)
-    assert open_streams() == 0
+
+
+def test_streams_share_the_processs_few_redis_connections_and_are_counted(server, make_user):
+    streams = [EventStreamClient(f"{server}/api/events/", headers=auth(make_user())) for _ in range(20)]
+    try:
+        for stream in streams:
+            stream.next(event="ready")
+        assert 1 <= len(hub_connections()) <= 3
+        wait_until(lambda: list(streams_reported().values()) == [20])
+    finally:
+        for stream in streams:
+            stream.close()
+    # The last stream gone, the hub lets go of Redis and its count.
+    wait_until(lambda: not hub_connections() and not streams_reported())
+
+
+def test_a_lost_subscription_replays_what_was_published_meanwhile(server, make_user):
+    user = make_user(credits=5)
+    stream = EventStreamClient(f"{server}/api/events/", headers=auth(user))
+    try:
+        stream.next(event="ready")
+        for client in hub_connections():
+            if client["flags"] == "P":  # the subscription, not the pool's query connections
+                redis_client().client_kill_filter(_id=client["id"])
+        # Published while the hub has no subscription: only the history has it.
+        event_append(user_id=user.pk, event="note", data={"n": 1})
+        assert stream.next(event="note", timeout=10).data == {"n": 1}
+        event_append(user_id=user.pk, event="note", data={"n": 2})
+        assert stream.next(event="note", timeout=10).data == {"n": 2}
+        assert stream.drain(wait=0.3) == []
+    finally:
+        stream.close()
+
+
+def test_a_client_that_stops_reading_is_dropped(server, make_user):
+    user = make_user()
+    host, port = server.removeprefix("http://").split(":")
+    reader = socket.socket()
+    # A small receive window, so that the server's buffers fill after a few events, not megabytes.
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect((host, int(port)))
+    token = auth(user)["Authorization"]
+    reader.sendall(f"GET /api/events/ HTTP/1.1\r\nHost: {host}\r\nAuthorization: {token}\r\n\r\n".encode())
+    received = reader.recv(4096)
+    while b"event: ready" not in received:
+        received += reader.recv(4096)
+    data = {"padding": "x" * 4000}
+    try:
+        # Far more than the socket buffers and the stream's queue hold, while the client reads nothing.
+        for _ in range(2000):
+            event_append(user_id=user.pk, event="note", data=data)
+        wait_until(lambda: not streams_reported())
+        dropped = {family.name: family for family in ServiceCollector().collect()}["genservice_event_streams_dropped"]
+        assert dropped.samples[0].value >= 1
+        # What was already buffered still arrives, then the server closes the connection.
+        reader.settimeout(10)
+        while chunk := reader.recv(65536):
+            received += chunk
+        assert 0 < received.count(b"event: note") < 2000
+    finally:
+        reader.close()

@@ -18,6 +18,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from core.events.publish import event_append
 from credits.services import credit_account_lock, credit_charge, credit_refund
 from generation.dispatch import job_dispatch, message_send_on_commit
 from generation.errors import IdempotencyKeyReused, JobAlreadyFinished, JobNotFound
@@ -26,7 +27,6 @@ from generation.models import Generation, Job
 from generation.providers.base import GeneratedFile
 from generation.serializers import job_snapshot
 from generation.signals import job_published
-from project.events import event_append
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""What every app builds on: shared services that know nothing of jobs or credits."""
