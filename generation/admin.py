@@ -12,12 +12,14 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
+from django.urls import URLPattern
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from credits.admin import ReadOnlyAdminMixin, ReadOnlyModelAdmin
+from generation.console.urls import console_urls
 from generation.errors import JobAlreadyFinished
 from generation.media import generation_url
 from generation.models import Generation, Job
@@ -134,6 +136,10 @@ class JobAdmin(ReadOnlyModelAdmin):
     )
     inlines = (GenerationInline,)
     actions = ("retry_now", "fail_and_refund")
+
+    def get_urls(self) -> list[URLPattern]:
+        # Before the admin's own: "console/" would otherwise be taken for a job's id.
+        return [*console_urls(self), *super().get_urls()]
 
     @admin.display(description=_("id"), ordering="id")
     def short_id(self, job: Job) -> str:
