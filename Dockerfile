@@ -8,8 +8,7 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 COPY . .
-RUN SECRET_KEY=collectstatic DATABASE_URL=postgresql://unused/unused REDIS_URL=redis://unused:6379/0 \
-    python manage.py collectstatic --noinput
+RUN SECRET_KEY=collectstatic python manage.py collectstatic --noinput
 
 RUN useradd --create-home app && mkdir -p /app/var/media && chown -R app /app/var
 USER app

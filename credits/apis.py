@@ -8,9 +8,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.serializers import caller_id
 from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger
-from project.serializers import caller_id
 
 RECENT_ENTRIES = 20
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.utils.translation import gettext_lazy as _
 from rest_framework import status
 
-from project.exceptions import ApplicationError
+from core.exceptions import ApplicationError
 
 
 class InsufficientCredits(ApplicationError):

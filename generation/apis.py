@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.serializers import StrictInputSerializer, caller_id
 from generation.models import MAX_IMAGES_PER_JOB, Generation, Job
 from generation.prices import (
     VIDEO_DURATIONS,
@@ -33,7 +34,6 @@ from generation.serializers import GenerationOutputSerializer, JobOutputSerializ
 from generation.services import image_job_create, job_cancel
 from generation.videos.services import video_job_create
 from generation.webhooks.models import WebhookDelivery
-from project.serializers import StrictInputSerializer, caller_id
 
 ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4"]
 VIDEO_ASPECT_RATIOS = ["16:9", "9:16"]

@@ -11,11 +11,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.serializers import caller_id
 from credits.selectors import credit_balance
 from generation.apis import ImageCreateApi, VideoCreateApi
 from generation.models import Job
 from generation.prices import image_cost, price_catalog, video_cost
-from project.serializers import caller_id
 
 _CREATES: dict[str, type[Any]] = {"image": ImageCreateApi.InputSerializer, "video": VideoCreateApi.InputSerializer}
 

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from core.connections import redis_client
 from generation import services
 from generation.dispatch import job_dispatch
 from generation.media import generations_expire
@@ -17,7 +18,6 @@ from generation.models import Job
 from generation.slots import SingleRunner
 from generation.videos.dispatcher import video_dispatch
 from generation.webhooks.services import webhook_deliveries_resend
-from project.connections import redis_client
 
 logger = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 
+from core.serializers import absolute_url
 from generation.estimates import Estimate, job_estimate, video_line_estimates
 from generation.media import generation_url
 from generation.models import Generation, Job
 from generation.selectors import job_position
-from project.serializers import absolute_url
 
 
 class JobErrorSerializer(serializers.Serializer):

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import redis
 from django.conf import settings
 
-from project.connections import redis_client
+from core.connections import redis_client
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,6 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
-from project import embedded
-
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -76,7 +74,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "django_dramatiq",
-    "project",
+    "core",
     "credits",
     "generation",
     "generation.webhooks",
@@ -120,9 +118,10 @@ TEMPLATES = [
 ]
 
 # --- Services -----------------------------------------------------------------------------------
-# Unset URLs mean "development on this machine": an embedded server under var/ is started on demand.
-DATABASE_URL = os.environ.get("DATABASE_URL") or embedded.postgres_url()
-REDIS_URL = os.environ.get("REDIS_URL") or embedded.redis_url()
+# Reading the settings starts nothing and connects to nothing. `make run` and `make test` run through
+# `python -m project.embedded run --`, which starts embedded servers under var/ for the URLs that are unset.
+DATABASE_URL = os.environ.get("DATABASE_URL") or "postgresql://localhost:5432/genservice"
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
 # Every Redis key this service writes starts with this prefix, so that tests and deployments can share a server.
 REDIS_KEY_PREFIX = os.environ.get("REDIS_KEY_PREFIX", "genservice")
 
@@ -291,8 +290,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "project.exceptions.api_exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": ["project.throttling.ScopedRateThrottleFailOpen"],
+    "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["core.throttling.ScopedRateThrottleFailOpen"],
     "DEFAULT_THROTTLE_RATES": {"create": os.environ.get("THROTTLE_CREATE_RATE", "120/min")},
 }
 SPECTACULAR_SETTINGS = {

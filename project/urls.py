@@ -1,3 +1,5 @@
+"""The URLconf: each app's URLs, named by module path only (the settings package imports no app)."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -5,21 +7,14 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from core.events.views import event_stream
-from project.health import healthz, readyz
-from project.metrics import metrics
-
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("core.urls")),
     path("api/", include("generation.urls")),
     path("api/", include("credits.urls")),
     path("api/webhooks/", include("generation.webhooks.urls")),
-    path("api/events/", event_stream, name="events"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("healthz", healthz, name="healthz"),
-    path("readyz", readyz, name="readyz"),
-    path("metrics", metrics, name="metrics"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("studio.urls")),
 ]

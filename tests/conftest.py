@@ -12,9 +12,9 @@ from django.conf import settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from core.connections import redis_client
 from credits.services import credit_grant
 from generation.slots import video_dispatcher, video_slots
-from project.connections import redis_client
 from tests.factories import UserFactory
 from tests.fake_provider import FakeProviderServer
 from tests.fake_veo import FakeVeoServer

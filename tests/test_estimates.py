@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from core.connections import redis_client
 from core.events.publish import stream_key
 from generation import estimates, services
 from generation.estimates import job_estimate, recent_duration, video_line_estimates
 from generation.models import Job
 from generation.videos.services import video_job_create
-from project.connections import redis_client
 
 pytestmark = pytest.mark.django_db
 

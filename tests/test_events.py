@@ -12,9 +12,9 @@ import requests
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 
+from core.connections import redis_client
 from core.events.publish import event_append
-from project.connections import redis_client
-from project.metrics import ServiceCollector
+from core.metrics import collector
 from tests.live import child_env, web_server
 from tests.sse import EventStreamClient
 
@@ -121,7 +121,7 @@ def hub_connections() -> list[dict[str, Any]]:
 
 def streams_reported() -> dict[str, float]:
     """The open streams per web process, as ``/metrics`` exports them."""
-    metrics = {family.name: family for family in ServiceCollector().collect()}
+    metrics = {family.name: family for family in collector.collect()}
     return {sample.labels["process"]: sample.value for sample in metrics["genservice_event_streams_open"].samples}
 
 
@@ -182,7 +182,7 @@ def test_a_client_that_stops_reading_is_dropped(server, make_user):
         for _ in range(2000):
             event_append(user_id=user.pk, event="note", data=data)
         wait_until(lambda: not streams_reported())
-        dropped = {family.name: family for family in ServiceCollector().collect()}["genservice_event_streams_dropped"]
+        dropped = {family.name: family for family in collector.collect()}["genservice_event_streams_dropped"]
         assert dropped.samples[0].value >= 1
         # What was already buffered still arrives, then the server closes the connection.
         reader.settimeout(10)

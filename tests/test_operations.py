@@ -10,11 +10,11 @@ from django.db import connection, connections
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.connections import redis_client
 from credits.services import credit_refund
 from generation.models import Job
 from generation.services import image_job_create, job_fail
 from generation.videos.services import video_job_create
-from project.connections import redis_client
 from tests.live import free_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 from django.urls import reverse
 
+from core.throttling import ScopedRateThrottleFailOpen
 from credits.selectors import credit_balance
-from project.throttling import ScopedRateThrottleFailOpen
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PRODUCTION_SECRET = "k3y-" + "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS"

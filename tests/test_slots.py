@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from django.conf import settings
 
+from core.connections import redis_client
 from generation.slots import SingleRunner, SlotLimiter
-from project.connections import redis_client
 
 
 @pytest.fixture

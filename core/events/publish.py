@@ -11,7 +11,7 @@ import redis
 from django.conf import settings
 from redis.commands.core import Script
 
-from project.connections import redis_client
+from core.connections import redis_client
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.serializers import caller_id
 from generation.webhooks.services import webhook_secret_get_or_create, webhook_secret_rotate
-from project.serializers import caller_id
 
 
 @extend_schema_serializer(component_name="WebhookSecret")

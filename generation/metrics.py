@@ -1,39 +1,25 @@
-"""``GET /metrics``: the service's state for Prometheus, read from the database and Redis at each scrape.
-
-Nothing is counted in process memory: every web process answers with the same cluster-wide numbers, so a
-scrape may land on any of them. Dramatiq's own per-message metrics come from its Prometheus middleware in
-the worker processes, on a port of their own.
-"""
+"""The jobs' metrics, read from the database and Redis at each scrape (registered with ``core.metrics``)."""
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import dramatiq
-import redis
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import connection
 from django.db.models import Count, Min, Q, Sum
-from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
-from django.utils.translation import gettext as _
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_safe
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name, xq_name
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from core.events.publish import streams_count_key, streams_dropped_key
 from credits.models import CreditLedgerEntry
 from generation import actors  # noqa: F401  (importing the actors declares their queues on the broker)
 from generation.models import Job
 from generation.slots import video_slots
-from project.connections import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +195,7 @@ def _recovery_metrics() -> Iterator[Metric]:
     )
 
 
-def _database_metrics() -> Iterator[Metric]:
+def database_metrics() -> Iterator[Metric]:
     yield from _job_metrics()
     yield from _timing_metrics()
     yield from _refund_metrics()
@@ -248,7 +234,7 @@ def _queue_metrics() -> Iterator[Metric]:
     yield from (depth, unacked, dead)
 
 
-def _redis_metrics() -> Iterator[Metric]:
+def redis_metrics() -> Iterator[Metric]:
     yield from _queue_metrics()
     yield GaugeMetricFamily(
         "genservice_video_slots_in_use",
@@ -260,71 +246,3 @@ def _redis_metrics() -> Iterator[Metric]:
         "Video generations allowed at the provider at once.",
         value=settings.VIDEO_MAX_CONCURRENT,
     )
-    yield from _stream_metrics()
-
-
-def _stream_metrics() -> Iterator[Metric]:
-    # Each web process reports its own count, which expires with the process.
-    client = redis_client()
-    keys = sorted(client.scan_iter(match=streams_count_key(), count=1000))
-    prefix = streams_count_key("")
-    streams = GaugeMetricFamily(
-        "genservice_event_streams_open", "Server-Sent Events streams open, by web process.", labels=["process"]
-    )
-    for key, count in zip(keys, client.mget(keys) if keys else [], strict=True):
-        if count is not None:
-            streams.add_metric([key.decode().removeprefix(prefix)], int(count))
-    yield streams
-    yield CounterMetricFamily(
-        "genservice_event_streams_dropped",
-        "Event streams dropped because their client read too slowly.",
-        value=int(client.get(streams_dropped_key()) or 0),
-    )
-
-
-class ServiceCollector:
-    """Reads every metric from the database and Redis when Prometheus scrapes; keeps nothing between scrapes."""
-
-    sources: tuple[tuple[str, Callable[[], Iterator[Metric]]], ...] = (
-        ("database", _database_metrics),
-        ("redis", _redis_metrics),
-    )
-
-    def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "genservice_metrics_source_up", "1 when this scrape could read the source, else 0.", labels=["source"]
-        )
-        for source, read in self.sources:
-            # A service that is down must not hide the other one's numbers, which matter most during an outage.
-            try:
-                metrics = list(read())
-            except (DatabaseError, redis.RedisError) as error:
-                logger.warning("metrics: could not read the %s: %s", source, error)
-                up.add_metric([source], 0)
-            else:
-                up.add_metric([source], 1)
-                yield from metrics
-        yield up
-
-
-registry = CollectorRegistry()
-registry.register(ServiceCollector())
-
-
-def _allowed(request: HttpRequest) -> bool:
-    token = settings.METRICS_TOKEN
-    scheme, _space, credentials = request.headers.get("Authorization", "").partition(" ")
-    # compare_digest: the time a comparison takes must not tell how much of a guessed token was right.
-    if token and scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode()):
-        return True
-    return bool(request.user.is_staff)
-
-
-@never_cache
-@require_safe
-def metrics(request: HttpRequest) -> HttpResponse:
-    """``GET /metrics``: Prometheus text format, for staff users and for ``Authorization: Bearer METRICS_TOKEN``."""
-    if not _allowed(request):
-        body = {"error": {"code": "permission_denied", "message": _("Metrics are for staff and the metrics token.")}}
-        return JsonResponse(body, status=403)
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

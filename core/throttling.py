@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
 
-from project.connections import redis_client
+from core.connections import redis_client
 
 if TYPE_CHECKING:
     # Imported for the annotation only: DRF loads throttle classes while rest_framework.views is importing.
