@@ -90,7 +90,7 @@ def videos_submit(port: int, tokens: list[str], tag: str, count: int, clients: i
 
 def slots_wait_free(timeout: float = 60) -> None:
     """Wait until the last poll chain of the previous run has given its slot back."""
-    from generation.slots import video_slots
+    from generation.videos.slots import video_slots
 
     deadline = time.monotonic() + timeout
     while video_slots().holders():

@@ -25,7 +25,7 @@ from generation.media import generation_url
 from generation.models import Generation, Job
 from generation.selectors import job_position
 from generation.services import job_fail, job_retry_now
-from generation.slots import video_slots
+from generation.videos.slots import video_slots
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrPromise

@@ -11,7 +11,7 @@ class GenerationConfig(AppConfig):
     def ready(self) -> None:
         # Registers every actor with the broker, so that any process can send to them by name.
         from core.metrics import metrics_source_register
-        from generation import actors  # noqa: F401
+        from generation.images import actors  # noqa: F401
         from generation.metrics import database_metrics, redis_metrics
         from generation.videos import actors as video_actors  # noqa: F401
 

@@ -17,9 +17,9 @@ from dramatiq.common import dq_name, xq_name
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from credits.models import CreditLedgerEntry
-from generation import actors  # noqa: F401  (importing the actors declares their queues on the broker)
+from generation.images import actors  # noqa: F401  (importing the actors declares their queues on the broker)
 from generation.models import Job
-from generation.slots import video_slots
+from generation.videos.slots import video_slots
 
 logger = logging.getLogger(__name__)
 

@@ -163,12 +163,12 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.ShutdownNotifications",
         "dramatiq.middleware.Callbacks",
         "dramatiq.middleware.CurrentMessage",
-        "generation.middleware.BackoffRetries",
-        "generation.middleware.Housekeeping",
+        "generation.images.retries.BackoffRetries",
+        "generation.recovery.housekeeping.Housekeeping",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
     ],
 }
-DRAMATIQ_AUTODISCOVER_MODULES = ["actors", "videos.actors"]
+DRAMATIQ_AUTODISCOVER_MODULES = ["actors", "images.actors", "videos.actors"]
 # An idle Redis consumer polls its queue at most this many milliseconds apart (Dramatiq's default is 1000),
 # which bounds how long a new job or a due retry waits for an idle worker. rundramatiq passes the
 # environment on to the worker processes it starts.

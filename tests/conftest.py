@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from core.connections import redis_client
 from credits.services import credit_grant
-from generation.slots import video_dispatcher, video_slots
+from generation.videos.slots import video_dispatcher, video_slots
 from tests.factories import UserFactory
 from tests.fake_provider import FakeProviderServer
 from tests.fake_veo import FakeVeoServer

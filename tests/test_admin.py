@@ -234,8 +234,8 @@ def test_admin_sends_users_without_staff_status_to_the_login_page(client, make_u
 
 @pytest.mark.django_db
 def test_video_jobs_show_their_queue_position_and_slot_state(admin_client, make_user):
-    from generation.slots import video_slots
     from generation.videos.services import video_job_create
+    from generation.videos.slots import video_slots
 
     owner = make_user(credits=100)
     running = video_job_create(user_id=owner.pk, prompt="running take", aspect_ratio="16:9", duration=4)

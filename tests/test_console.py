@@ -16,8 +16,8 @@ from generation.console import queue
 from generation.models import Job
 from generation.selectors import job_position
 from generation.services import image_job_create, job_fail
-from generation.slots import video_slots
 from generation.videos.services import video_job_create
+from generation.videos.slots import video_slots
 from tests.conftest import video_queue_forget
 from tests.factories import ImageJobFactory, UserFactory
 

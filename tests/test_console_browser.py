@@ -23,8 +23,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from credits.services import credit_grant
 from generation.models import Job
 from generation.services import image_job_create, job_fail
-from generation.slots import video_slots
 from generation.videos.services import video_job_create
+from generation.videos.slots import video_slots
 from tests.conftest import video_queue_forget
 from tests.factories import UserFactory
 from tests.live import child_env, web_server

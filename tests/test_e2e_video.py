@@ -22,7 +22,7 @@ from core.connections import redis_client
 from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
 from generation.models import Job
-from generation.slots import video_dispatcher, video_slots
+from generation.videos.slots import video_dispatcher, video_slots
 from tests.conftest import video_queue_forget
 from tests.fake_veo import FakeVeoServer
 from tests.live import child_env, kill_group, start_worker, stop, wait_until_ready, web_server

@@ -14,8 +14,9 @@ from dramatiq.broker import MessageProxy
 
 from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
-from generation import actors, services
-from generation.middleware import BackoffRetries
+from generation import services
+from generation.images import actors
+from generation.images.retries import BackoffRetries
 from generation.models import Job
 from generation.providers import TransientProviderError
 from tests.conftest import run_worker

@@ -14,7 +14,7 @@ from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
 from generation import services
 from generation.models import Job
-from generation.reconciler import jobs_reconcile
+from generation.recovery.reconciler import jobs_reconcile
 from tests.conftest import run_worker
 from tests.live import child_env, web_server
 from tests.test_image_pipeline import wait_finished

@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 
 from core.connections import redis_client
-from generation.slots import SingleRunner, SlotLimiter
+from core.leases import SingleRunner, SlotLimiter
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from generation import services
 from generation.models import Job
 from generation.providers import TransientProviderError
 from generation.providers import frames as frames_module
-from generation.slots import video_slots
 from generation.videos.services import video_job_create
+from generation.videos.slots import video_slots
 from tests.conftest import run_worker
 from tests.fake_frames import FakeFrameServer
 from tests.fake_http import closed_port_url

@@ -14,9 +14,9 @@ from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
 from generation import selectors
 from generation.models import Job
-from generation.slots import video_slots
 from generation.videos.dispatcher import video_dispatch
 from generation.videos.services import video_job_create
+from generation.videos.slots import video_slots
 from tests.conftest import run_worker
 from tests.test_image_pipeline import wait_finished, wait_for
 

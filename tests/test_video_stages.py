@@ -15,12 +15,12 @@ from credits.selectors import credit_balance, credit_ledger_total
 from generation import services
 from generation.models import Job
 from generation.providers import TransientProviderError, get_video_provider
-from generation.slots import video_slots
 from generation.videos import stages
 from generation.videos.delivery import video_download
 from generation.videos.dispatcher import video_dispatch
 from generation.videos.poller import video_poll
 from generation.videos.services import video_job_create
+from generation.videos.slots import video_slots
 from tests.test_image_pipeline import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

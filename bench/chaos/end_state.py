@@ -38,7 +38,7 @@ def slots_at_end(redis_url: str) -> dict[str, Any]:
     run out within ``VIDEO_AMBIGUOUS_START_HOLD``."""
     from django.conf import settings
 
-    from generation.slots import video_slots
+    from generation.videos.slots import video_slots
 
     client = redis.Redis.from_url(redis_url, socket_timeout=5)
     seconds, microseconds = client.time()

@@ -27,10 +27,10 @@ class LockWatch:
     def __init__(self, redis_url: str) -> None:
         from django.conf import settings
 
-        from generation.slots import video_dispatcher
+        from generation.videos.slots import video_dispatcher
 
         self.client = redis.Redis.from_url(redis_url, socket_timeout=1)
-        # The reconciler's key as generation/reconciler.py builds it; it has no accessor of its own.
+        # The reconciler's key as generation/recovery/reconciler.py builds it; it has no accessor of its own.
         self.keys = {
             "video dispatcher": video_dispatcher().lock_key,
             "reconciler": f"{settings.REDIS_KEY_PREFIX}:reconciler:lock",

@@ -20,7 +20,7 @@ from django.utils.translation import gettext, ngettext
 from generation.estimates import video_line_estimates
 from generation.models import Job
 from generation.selectors import video_jobs_at_provider
-from generation.slots import video_slots
+from generation.videos.slots import video_slots
 
 ROWS = 50
 # A lease or a start deadline this close is shown beside the ones already past.

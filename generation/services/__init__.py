@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from generation.services.images import image_job_create
+from generation.images.services import image_job_create
 from generation.services.jobs import (
     generation_record,
     job_cancel,

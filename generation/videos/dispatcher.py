@@ -15,6 +15,7 @@ from uuid import UUID
 from django.conf import settings
 from django.core.files.storage import default_storage
 
+from core.leases import SlotLimiter
 from generation import selectors
 from generation.dispatch import message_enqueue, message_new, message_send, message_send_on_commit
 from generation.models import Job
@@ -28,9 +29,9 @@ from generation.providers import (
     get_video_provider,
 )
 from generation.services import video_positions_changed
-from generation.slots import SlotLimiter, video_dispatcher, video_slots
 from generation.videos import stages
 from generation.videos.poller import video_poll_schedule
+from generation.videos.slots import video_dispatcher, video_slots
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from generation.providers import (
     VideoOperation,
     get_video_provider,
 )
-from generation.slots import video_slots
 from generation.videos import stages
+from generation.videos.slots import video_slots
 
 logger = logging.getLogger(__name__)
 

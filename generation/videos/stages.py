@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from core.leases import renewed_in_background
 from generation.models import Job
 from generation.providers.base import GeneratedFile, ProviderError, TransientProviderError
 from generation.services.jobs import (
@@ -37,7 +38,6 @@ from generation.services.jobs import (
     job_complete,
     video_positions_changed,
 )
-from generation.slots import renewed_in_background
 
 logger = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.connections import redis_client
+from core.leases import SingleRunner
 from generation import services
 from generation.dispatch import job_dispatch
 from generation.media import generations_expire
 from generation.models import Job
-from generation.slots import SingleRunner
 from generation.videos.dispatcher import video_dispatch
 from generation.webhooks.services import webhook_deliveries_resend
 

@@ -11,7 +11,7 @@ from django.conf import settings
 from dramatiq.broker import MessageProxy
 
 from generation import services
-from generation.middleware import message_claim, message_claim_record
+from generation.images.retries import message_claim, message_claim_record
 from generation.providers import ImageRequest, PermanentProviderError, ProviderError, get_image_provider
 
 logger = logging.getLogger(__name__)

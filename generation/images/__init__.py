@@ -1,0 +1,1 @@
+"""The image pipeline: the create service, the actor and its retry middleware."""

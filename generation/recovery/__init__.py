@@ -1,0 +1,1 @@
+"""Recovery: the reconciler and the periodic housekeeping every worker runs."""
