@@ -13,9 +13,10 @@ from credits.errors import InsufficientCredits
 from credits.models import CreditAccount, CreditLedgerEntry
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from django.contrib.auth.models import User
 
-    from generation.models import Job
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def _ledger_append(
     account: CreditAccount,
     kind: str,
     amount: int,
-    job: Job | None = None,
+    job_id: UUID | None = None,
     note: str = "",
     created_by: User | None = None,
 ) -> CreditLedgerEntry:
@@ -52,7 +53,7 @@ def _ledger_append(
         kind=kind,
         amount=amount,
         balance_after=account.balance,
-        job=job,
+        job_id=job_id,
         note=note,
         created_by=created_by,
     )
@@ -71,30 +72,32 @@ def credit_grant(*, user_id: int, amount: int, note: str = "", created_by: User 
     return entry
 
 
-def credit_charge(*, job: Job) -> CreditLedgerEntry:
+def credit_charge(*, user_id: int, amount: int, job_id: UUID) -> CreditLedgerEntry:
     """Take a job's cost from its owner's account, or raise InsufficientCredits before writing anything.
 
     Call it inside the transaction that creates the job (the account lock refuses to run outside one): a
     savepoint of its own would cost two round trips per job and protect nothing.
     """
-    account = credit_account_lock(user_id=job.user_id)
-    if account.balance < job.credit_cost:
+    account = credit_account_lock(user_id=user_id)
+    if account.balance < amount:
         raise InsufficientCredits(
             _("This request costs %(cost)d credits and the balance is %(balance)d.")
-            % {"cost": job.credit_cost, "balance": account.balance},
-            extra={"cost": job.credit_cost, "balance": account.balance},
+            % {"cost": amount, "balance": account.balance},
+            extra={"cost": amount, "balance": account.balance},
         )
-    return _ledger_append(account=account, kind=CreditLedgerEntry.Kind.CHARGE, amount=-job.credit_cost, job=job)
+    return _ledger_append(account=account, kind=CreditLedgerEntry.Kind.CHARGE, amount=-amount, job_id=job_id)
 
 
-@transaction.atomic
-def credit_refund(*, job: Job, amount: int, note: str = "") -> CreditLedgerEntry | None:
-    """Give back part or all of a job's charge; a job is refunded at most once."""
+def credit_refund(*, user_id: int, job_id: UUID, amount: int, note: str = "") -> CreditLedgerEntry | None:
+    """Give back part or all of a job's charge; a job is refunded at most once.
+
+    Call it inside the transaction that ends the job (the account lock refuses to run outside one), so that
+    the refund and the job's end commit together."""
     if amount <= 0:
         return None
-    account = credit_account_lock(user_id=job.user_id)
-    if CreditLedgerEntry.objects.filter(job=job, kind=CreditLedgerEntry.Kind.REFUND).exists():
+    account = credit_account_lock(user_id=user_id)
+    if CreditLedgerEntry.objects.filter(job_id=job_id, kind=CreditLedgerEntry.Kind.REFUND).exists():
         return None
-    entry = _ledger_append(account=account, kind=CreditLedgerEntry.Kind.REFUND, amount=amount, job=job, note=note)
-    logger.info("refunded %d credits for job %s, balance %d", amount, job.id, account.balance)
+    entry = _ledger_append(account=account, kind=CreditLedgerEntry.Kind.REFUND, amount=amount, job_id=job_id, note=note)
+    logger.info("refunded %d credits for job %s, balance %d", amount, job_id, account.balance)
     return entry

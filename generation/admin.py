@@ -18,7 +18,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext_lazy
 from django.utils.translation import gettext_lazy as _
 
-from credits.admin import ReadOnlyAdminMixin, ReadOnlyModelAdmin
+from core.admin import ReadOnlyAdminMixin, ReadOnlyModelAdmin
 from generation.console.urls import console_urls
 from generation.errors import JobAlreadyFinished
 from generation.media import generation_url

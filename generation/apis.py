@@ -19,6 +19,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.serializers import StrictInputSerializer, caller_id
+from generation.limits import (
+    ASPECT_RATIOS,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_PROMPT_LENGTH,
+    MAX_REFERENCE_IMAGES,
+    MAX_START_WITHIN_SECONDS,
+    VIDEO_ASPECT_RATIOS,
+)
 from generation.models import MAX_IMAGES_PER_JOB, Generation, Job
 from generation.prices import (
     VIDEO_DURATIONS,
@@ -35,12 +43,6 @@ from generation.services import image_job_create, job_cancel
 from generation.videos.services import video_job_create
 from generation.webhooks.models import WebhookDelivery
 
-ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4"]
-VIDEO_ASPECT_RATIOS = ["16:9", "9:16"]
-MAX_PROMPT_LENGTH = 2000
-MAX_REFERENCE_IMAGES = 4
-MAX_IDEMPOTENCY_KEY_LENGTH = 200
-MAX_START_WITHIN_SECONDS = 7 * 24 * 3600
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
     str,

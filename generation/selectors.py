@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from credits.models import CreditLedgerEntry
 from generation.errors import JobNotFound
 from generation.models import Generation, Job
 
@@ -63,3 +65,28 @@ def video_job_next_due() -> Job | None:
 def video_jobs_at_provider() -> QuerySet[Job]:
     """The videos whose operation the provider may be running (each holds a slot), oldest first."""
     return Job.objects.filter(stage__in=Job.OPERATION_STAGES).order_by("started_at", "id")
+
+
+def job_credit_audit() -> list[str]:
+    """Every job whose ledger entries disagree with it, one line each: charged other than its cost, refunded more
+    than its cost, or refunded while unfinished."""
+    problems: list[str] = []
+    charges = Q(ledger_entries__kind=CreditLedgerEntry.Kind.CHARGE)
+    refunds = Q(ledger_entries__kind=CreditLedgerEntry.Kind.REFUND)
+    jobs = (
+        Job.objects.annotate(
+            charged=Coalesce(Sum("ledger_entries__amount", filter=charges), 0),
+            refunded=Coalesce(Sum("ledger_entries__amount", filter=refunds), 0),
+        )
+        .values("id", "user__username", "status", "credit_cost", "charged", "refunded")
+        .order_by("created_at", "id")
+    )
+    for job in jobs.iterator(chunk_size=2000):
+        who = f"{job['user__username']}: job {job['id']}"
+        if job["charged"] != -job["credit_cost"]:
+            problems.append(f"{who} costs {job['credit_cost']} but was charged {-job['charged']}")
+        if job["refunded"] > job["credit_cost"]:
+            problems.append(f"{who} was refunded {job['refunded']}, more than its cost of {job['credit_cost']}")
+        if job["refunded"] and job["status"] not in Job.FINISHED_STATUSES:
+            problems.append(f"{who} was refunded {job['refunded']} while still {job['status']}")
+    return problems

@@ -130,10 +130,18 @@ class GenerationOutputSerializer(serializers.ModelSerializer):
         return absolute_url(self.context.get("request"), url) if url else None
 
 
-# DRF builds a ModelSerializer's fields from the model each time one is instantiated, which costs twenty times
-# more than serializing a job. One instance serves every snapshot, one thread at a time (the context is shared).
-_snapshot_serializer = JobOutputSerializer()
-_snapshot_lock = threading.Lock()
+class _SnapshotSerializers(threading.local):
+    """One JobOutputSerializer per thread, built on first use, with a context dict that each snapshot refills.
+
+    DRF builds a ModelSerializer's fields from the model each time one is instantiated, which costs twenty times
+    more than serializing a job; one per thread avoids that without a lock shared by every request and worker."""
+
+    def __init__(self) -> None:
+        self.context: dict[str, Any] = {}
+        self.serializer = JobOutputSerializer(context=self.context)
+
+
+_snapshots = _SnapshotSerializers()
 
 
 def job_snapshot(
@@ -145,9 +153,9 @@ def job_snapshot(
 ) -> dict[str, Any]:
     """The job as the API shows it; result URLs are absolute when a request is given, relative to the site (for
     events) otherwise. ``positions`` and ``line`` (estimates) may be passed when computed for many jobs at once."""
-    with _snapshot_lock:
-        context: dict[str, Any] = {"positions": positions or {}, "request": request}
-        if line is not None:
-            context["line"] = line
-        _snapshot_serializer._context = context
-        return dict(_snapshot_serializer.to_representation(job))
+    context = _snapshots.context
+    context.clear()
+    context.update(positions=positions or {}, request=request)
+    if line is not None:
+        context["line"] = line
+    return dict(_snapshots.serializer.to_representation(job))

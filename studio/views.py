@@ -11,8 +11,14 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.translation import gettext_lazy as _
 
 from credits.selectors import credit_balance
-from generation.apis import ASPECT_RATIOS, MAX_PROMPT_LENGTH, MAX_REFERENCE_IMAGES, VIDEO_ASPECT_RATIOS, VIDEO_DURATIONS
-from generation.models import MAX_IMAGES_PER_JOB
+from generation.limits import (
+    ASPECT_RATIOS,
+    MAX_IMAGES_PER_JOB,
+    MAX_PROMPT_LENGTH,
+    MAX_REFERENCE_IMAGES,
+    VIDEO_ASPECT_RATIOS,
+    VIDEO_DURATIONS,
+)
 from generation.prices import image_prices, price_catalog, video_model_default, video_prices
 
 # The shape each aspect ratio gives, named in its label.

@@ -26,7 +26,7 @@ def test_grant_adds_to_balance_and_ledger(make_user):
 def test_charge_takes_the_job_cost_and_records_it(make_user):
     user = make_user(credits=10)
     job = ImageJobFactory.create(user=user, quantity=3, credit_cost=3)
-    entry = credit_charge(job=job)
+    entry = credit_charge(user_id=job.user_id, amount=job.credit_cost, job_id=job.id)
     assert entry.amount == -3
     assert entry.balance_after == 7
     assert credit_balance(user_id=user.pk) == credit_ledger_total(user_id=user.pk) == 7
@@ -36,7 +36,7 @@ def test_charge_refuses_when_balance_is_short_and_changes_nothing(make_user):
     user = make_user(credits=2)
     job = ImageJobFactory.create(user=user, quantity=3, credit_cost=3)
     with pytest.raises(InsufficientCredits):
-        credit_charge(job=job)
+        credit_charge(user_id=job.user_id, amount=job.credit_cost, job_id=job.id)
     assert credit_balance(user_id=user.pk) == 2
     assert not CreditLedgerEntry.objects.filter(job=job).exists()
 
@@ -44,16 +44,16 @@ def test_charge_refuses_when_balance_is_short_and_changes_nothing(make_user):
 def test_a_job_is_refunded_at_most_once(make_user):
     user = make_user(credits=10)
     job = ImageJobFactory.create(user=user, quantity=4, credit_cost=4)
-    credit_charge(job=job)
-    assert credit_refund(job=job, amount=3) is not None
-    assert credit_refund(job=job, amount=3) is None
+    credit_charge(user_id=job.user_id, amount=job.credit_cost, job_id=job.id)
+    assert credit_refund(user_id=job.user_id, job_id=job.id, amount=3) is not None
+    assert credit_refund(user_id=job.user_id, job_id=job.id, amount=3) is None
     assert credit_balance(user_id=user.pk) == credit_ledger_total(user_id=user.pk) == 9
 
 
 def test_database_refuses_a_second_charge_for_the_same_job(make_user):
     user = make_user(credits=10)
     job = ImageJobFactory.create(user=user)
-    entry = credit_charge(job=job)
+    entry = credit_charge(user_id=job.user_id, amount=job.credit_cost, job_id=job.id)
     with pytest.raises(IntegrityError), transaction.atomic():
         CreditLedgerEntry.objects.create(account=entry.account, kind="charge", amount=-1, balance_after=8, job=job)
 

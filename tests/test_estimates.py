@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from core.connections import redis_client
 from core.events.publish import stream_key
-from generation import estimates, services
+from generation import estimates, events, services
 from generation.estimates import job_estimate, recent_duration, video_line_estimates
 from generation.models import Job
 from generation.videos.services import video_job_create
@@ -95,7 +95,7 @@ def test_the_events_of_a_moving_line_carry_new_estimates(make_user, django_captu
     finished_videos(user, 30)
     waiting = video(user, "moving line")
     with django_capture_on_commit_callbacks(execute=True):
-        services.video_positions_changed()
+        events.video_positions_changed()
     entries: Any = redis_client().xrevrange(stream_key(user.pk), count=1)
     data = json.loads(entries[0][1][b"data"])
     assert data["id"] == str(waiting.id)

@@ -209,7 +209,7 @@ def test_audit_finds_wrong_charges_and_refunds_of_unfinished_jobs(make_user, cap
     overcharged = create_images(user, quantity=2)
     Job.objects.filter(id=overcharged.id).update(credit_cost=1)
     refunded_early = create_images(user, quantity=2)
-    credit_refund(job=refunded_early, amount=2)
+    credit_refund(user_id=refunded_early.user_id, job_id=refunded_early.id, amount=2)
     with pytest.raises(CommandError, match=r"found 2 problem"):
         call_command("audit_credits")
     assert capsys.readouterr().out.splitlines() == [

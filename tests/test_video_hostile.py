@@ -21,6 +21,7 @@ from generation import services
 from generation.models import Job
 from generation.providers import TransientProviderError
 from generation.providers import frames as frames_module
+from generation.selectors import job_credit_audit
 from generation.videos.services import video_job_create
 from generation.videos.slots import video_slots
 from tests.conftest import run_worker
@@ -76,7 +77,7 @@ def start_of(veo: FakeVeoServer, prompt: str) -> VeoStart:
 
 def assert_ledger_exact(refunds: dict[Job, int]) -> None:
     """Each job was charged once and refunded exactly as given; every balance is its ledger's sum, less the rest."""
-    assert credit_audit() == []
+    assert credit_audit() + job_credit_audit() == []
     for job, refund in refunds.items():
         refunded = CreditLedgerEntry.objects.filter(job=job, kind=CreditLedgerEntry.Kind.REFUND)
         assert sum(entry.amount for entry in refunded) == refund, job.prompt

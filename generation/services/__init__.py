@@ -14,7 +14,6 @@ from generation.services.jobs import (
     job_recover,
     job_retry_now,
     job_retry_schedule,
-    video_positions_changed,
 )
 
 __all__ = [
@@ -29,5 +28,4 @@ __all__ = [
     "job_recover",
     "job_retry_now",
     "job_retry_schedule",
-    "video_positions_changed",
 ]

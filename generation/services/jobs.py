@@ -18,15 +18,12 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from core.events.publish import event_append
 from credits.services import credit_account_lock, credit_charge, credit_refund
 from generation.dispatch import job_dispatch, message_send_on_commit
 from generation.errors import IdempotencyKeyReused, JobAlreadyFinished, JobNotFound
-from generation.estimates import video_line_estimates
+from generation.events import job_changed, video_positions_changed
 from generation.models import Generation, Job
 from generation.providers.base import GeneratedFile
-from generation.serializers import job_snapshot
-from generation.signals import job_published
 
 logger = logging.getLogger(__name__)
 
@@ -73,37 +70,10 @@ def job_open(
         fields["start_deadline_at"] = timezone.now() + timedelta(seconds=start_within_seconds)
     job = Job.objects.create(idempotency_key=idempotency_key, request_hash=request_hash, **fields)
     if job.credit_cost:
-        credit_charge(job=job)
+        credit_charge(user_id=job.user_id, amount=job.credit_cost, job_id=job.id)
     job_dispatch(job=job)
     job_changed(job_id=job.id, job=job)
     return job
-
-
-def job_changed(*, job_id: UUID | str, job: Job | None = None) -> None:
-    """Tell the job's owner about its new state once the change commits: from ``job`` when the caller holds the
-    job exactly as it commits, read back otherwise."""
-
-    def publish() -> None:
-        current = job if job is not None else Job.objects.filter(id=job_id).first()
-        if current is not None:
-            snapshot = job_snapshot(current)
-            event_append(user_id=current.user_id, event="job", data=snapshot)
-            job_published.send(sender=Job, job=current, snapshot=snapshot)
-
-    transaction.on_commit(publish, robust=True)
-
-
-def video_positions_changed() -> None:
-    """Tell every waiting video's owner its new place in the line once the change commits."""
-
-    def publish() -> None:
-        queued = list(Job.objects.filter(stage=Job.Stage.WAITING).order_by("created_at", "id"))
-        positions: dict[object, int] = {job.id: place for place, job in enumerate(queued, start=1)}
-        line = video_line_estimates()
-        for job in queued:
-            event_append(user_id=job.user_id, event="job", data=job_snapshot(job, positions=positions, line=line))
-
-    transaction.on_commit(publish, robust=True)
 
 
 def job_claim(*, job_id: UUID | str) -> Job | None:
@@ -307,7 +277,7 @@ def _job_finish(*, job: Job, status: str, error_code: str, error_message: str, r
         job.claim_token = None
     job.save()
     if refund > 0:
-        credit_refund(job=job, amount=refund, note=note)
+        credit_refund(user_id=job.user_id, job_id=job.id, amount=refund, note=note)
     job_changed(job_id=job.id)
     if was_waiting_video:
         video_positions_changed()

@@ -18,6 +18,7 @@ from django.core.files.storage import default_storage
 from core.leases import SlotLimiter
 from generation import selectors
 from generation.dispatch import message_enqueue, message_new, message_send, message_send_on_commit
+from generation.events import video_positions_changed
 from generation.models import Job
 from generation.providers import (
     PermanentProviderError,
@@ -28,7 +29,6 @@ from generation.providers import (
     VideoRequest,
     get_video_provider,
 )
-from generation.services import video_positions_changed
 from generation.videos import stages
 from generation.videos.poller import video_poll_schedule
 from generation.videos.slots import video_dispatcher, video_slots

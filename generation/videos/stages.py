@@ -27,6 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.leases import renewed_in_background
+from generation.events import job_changed, video_positions_changed
 from generation.models import Job
 from generation.providers.base import GeneratedFile, ProviderError, TransientProviderError
 from generation.services.jobs import (
@@ -34,9 +35,7 @@ from generation.services.jobs import (
     _job_lock,
     generation_record,
     job_before_start_deadline,
-    job_changed,
     job_complete,
-    video_positions_changed,
 )
 
 logger = logging.getLogger(__name__)

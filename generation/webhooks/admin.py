@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext_lazy
 
-from credits.admin import ReadOnlyAdminMixin, ReadOnlyModelAdmin
+from core.admin import ReadOnlyAdminMixin, ReadOnlyModelAdmin
 from generation.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookGoneUrl
 from generation.webhooks.services import webhook_delivery_redeliver
 

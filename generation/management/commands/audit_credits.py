@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from credits.selectors import credit_audit
+from generation.selectors import job_credit_audit
 
 
 class Command(BaseCommand):
@@ -19,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--quiet", action="store_true", help="Print only the problems found.")
 
     def handle(self, *args: Any, quiet: bool, **options: Any) -> None:
-        problems = credit_audit()
+        problems = credit_audit() + job_credit_audit()
         for problem in problems:
             self.stdout.write(problem)
         if problems:
