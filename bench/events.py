@@ -51,7 +51,7 @@ def _create(user_id: int, index: int) -> tuple[str, float]:
     """Create one job through the service; return its id and the moment its transaction committed."""
     from django.db import transaction
 
-    from generation.services import image_job_create
+    from generation.images.services import image_job_create
 
     stamp: list[float] = []
     with transaction.atomic():

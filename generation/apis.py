@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.serializers import StrictInputSerializer, caller_id
+from generation.images.services import image_job_create
 from generation.limits import (
     ASPECT_RATIOS,
     MAX_IDEMPOTENCY_KEY_LENGTH,
@@ -39,7 +40,7 @@ from generation.prices import (
 from generation.providers.safe_fetch import is_public_address
 from generation.selectors import generation_list, job_get, job_list
 from generation.serializers import GenerationOutputSerializer, JobOutputSerializer, job_snapshot
-from generation.services import image_job_create, job_cancel
+from generation.services import job_cancel
 from generation.videos.services import video_job_create
 from generation.webhooks.models import WebhookDelivery
 

@@ -8,17 +8,14 @@ from importlib import import_module
 
 from django.conf import settings
 from django.core.asgi import get_asgi_application
-
-from core.events.asgi import EventStreams
-from core.limits import open_files_raise
+from django.utils.module_loading import import_string
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
-# Each open event stream holds a socket.
-open_files_raise()
-
-# The event streams are served around Django rather than through it (see core/events/asgi.py).
-application = EventStreams(get_asgi_application())
+application = get_asgi_application()
+# ASGI middleware around Django, named in the settings as Django's own middleware is (the first is outermost).
+for wrapper in reversed(settings.ASGI_MIDDLEWARE):
+    application = import_string(wrapper)(application)
 
 # Import every view now rather than on the first request, then take the objects that live as long as the process
 # (modules, classes, the URLconf: over 100,000 of them) out of the garbage collector's sight. Left in, each full

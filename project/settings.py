@@ -95,6 +95,9 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
 ]
 
+# Around Django under ASGI: the event streams are served there once Django has accepted them (core/events/asgi.py).
+ASGI_MIDDLEWARE = ["core.events.asgi.EventStreams"]
+
 ROOT_URLCONF = "project.urls"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "studio"

@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
+from generation.images.services import image_job_create
 from generation.models import Generation, Job
-from generation.services import image_job_create
 from tests.factories import ImageJobFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

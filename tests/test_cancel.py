@@ -9,6 +9,7 @@ import pytest
 from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
 from generation import services
+from generation.images.services import image_job_create
 from generation.models import Job
 from generation.videos.dispatcher import video_dispatch
 from generation.videos.services import video_job_create
@@ -53,7 +54,7 @@ def test_nobody_cancels_another_users_job(api, make_user):
 @pytest.mark.django_db(transaction=True)
 def test_a_processing_image_job_stops_after_the_current_image(broker, gateway_settings, user):
     gateway_settings.script("slow", ["slow:0.4"])
-    job = services.image_job_create(user_id=user.pk, prompt="slow fox", aspect_ratio="1:1", quantity=4, image_urls=[])
+    job = image_job_create(user_id=user.pk, prompt="slow fox", aspect_ratio="1:1", quantity=4, image_urls=[])
     worker = run_worker(broker, {"images"})
     try:
         wait_for(lambda: Job.objects.filter(id=job.id, result_count__gte=1).exists(), message="first image")

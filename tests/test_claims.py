@@ -10,6 +10,7 @@ from django.utils import timezone
 from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
 from generation import services
+from generation.images.services import image_job_create
 from generation.models import Job
 from generation.providers import GeneratedImage
 from generation.providers.local import render_png
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.django_db
 
 def claimed_twice(user) -> tuple[Job, Job]:
     """An image job claimed by a first worker whose lease then ran out, and claimed again by a second worker."""
-    job = services.image_job_create(user_id=user.pk, prompt="contended", aspect_ratio="1:1", quantity=2, image_urls=[])
+    job = image_job_create(user_id=user.pk, prompt="contended", aspect_ratio="1:1", quantity=2, image_urls=[])
     first = services.job_claim(job_id=job.id)
     assert first is not None
     Job.objects.filter(id=job.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
@@ -59,7 +60,7 @@ def test_retries_are_counted_by_the_database_not_taken_from_the_message(user):
 
 def test_recovery_leaves_alone_a_job_whose_worker_renewed_its_lease_since_it_was_read(user, settings):
     settings.IMAGE_RETRY_DELAYS = (5.0,)
-    job = services.image_job_create(user_id=user.pk, prompt="renewed", aspect_ratio="1:1", quantity=1, image_urls=[])
+    job = image_job_create(user_id=user.pk, prompt="renewed", aspect_ratio="1:1", quantity=1, image_urls=[])
     claimed = services.job_claim(job_id=job.id)
     assert claimed is not None
     # Read as abandoned with no retry left, then renewed by its worker before the recovery acts on it.

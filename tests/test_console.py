@@ -13,9 +13,10 @@ from django.utils import timezone
 
 from generation import estimates
 from generation.console import queue
+from generation.images.services import image_job_create
 from generation.models import Job
 from generation.selectors import job_position
-from generation.services import image_job_create, job_fail
+from generation.services import job_fail
 from generation.videos.services import video_job_create
 from generation.videos.slots import video_slots
 from tests.conftest import video_queue_forget

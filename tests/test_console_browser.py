@@ -21,8 +21,9 @@ from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from credits.services import credit_grant
+from generation.images.services import image_job_create
 from generation.models import Job
-from generation.services import image_job_create, job_fail
+from generation.services import job_fail
 from generation.videos.services import video_job_create
 from generation.videos.slots import video_slots
 from tests.conftest import video_queue_forget

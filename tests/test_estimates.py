@@ -13,6 +13,7 @@ from core.connections import redis_client
 from core.events.publish import stream_key
 from generation import estimates, events, services
 from generation.estimates import job_estimate, recent_duration, video_line_estimates
+from generation.images.services import image_job_create
 from generation.models import Job
 from generation.videos.services import video_job_create
 
@@ -53,7 +54,7 @@ def seconds_from_now(moment) -> float:
 
 def test_a_kind_without_history_is_estimated_from_a_default(make_user):
     user = make_user(credits=100)
-    job = services.image_job_create(user_id=user.pk, prompt="first", aspect_ratio="1:1", quantity=1, image_urls=[])
+    job = image_job_create(user_id=user.pk, prompt="first", aspect_ratio="1:1", quantity=1, image_urls=[])
     estimate = job_estimate(job=job)
     assert estimate is not None
     assert seconds_from_now(estimate.start_at) == pytest.approx(0, abs=1)

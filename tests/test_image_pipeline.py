@@ -14,9 +14,9 @@ from dramatiq.broker import MessageProxy
 
 from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
-from generation import services
 from generation.images import actors
 from generation.images.retries import BackoffRetries
+from generation.images.services import image_job_create
 from generation.models import Job
 from generation.providers import TransientProviderError
 from tests.conftest import run_worker
@@ -48,9 +48,7 @@ def worker(broker: dramatiq.Broker, gateway_settings: Any) -> Iterator[dramatiq.
 
 
 def submit(user: Any, prompt: str, quantity: int = 1) -> Job:
-    job = services.image_job_create(
-        user_id=user.pk, prompt=prompt, aspect_ratio="1:1", quantity=quantity, image_urls=[]
-    )
+    job = image_job_create(user_id=user.pk, prompt=prompt, aspect_ratio="1:1", quantity=quantity, image_urls=[])
     return job
 
 

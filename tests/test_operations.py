@@ -12,8 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from core.connections import redis_client
 from credits.services import credit_refund
+from generation.images.services import image_job_create
 from generation.models import Job
-from generation.services import image_job_create, job_fail
+from generation.services import job_fail
 from generation.videos.services import video_job_create
 from tests.live import free_port
 

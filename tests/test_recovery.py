@@ -12,7 +12,7 @@ from rest_framework.authtoken.models import Token
 
 from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
-from generation import services
+from generation.images.services import image_job_create
 from generation.models import Job
 from generation.recovery.reconciler import jobs_reconcile
 from tests.conftest import run_worker
@@ -25,9 +25,7 @@ def queue_length(broker, queue: str) -> int:
 
 
 def image_job(user) -> Job:
-    return services.image_job_create(
-        user_id=user.pk, prompt="recover me", aspect_ratio="1:1", quantity=2, image_urls=[]
-    )
+    return image_job_create(user_id=user.pk, prompt="recover me", aspect_ratio="1:1", quantity=2, image_urls=[])
 
 
 @pytest.mark.django_db

@@ -20,6 +20,7 @@ import redis
 from core.events.hub import RESYNC, EventHub, EventId, Subscription, event_hub, event_id, event_id_text
 from core.events.publish import stream_key
 from core.events.views import ACCEPTED, AcceptedStream
+from core.limits import open_files_raise
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,8 @@ class EventStreams:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Each open stream holds a socket: 10,000 streams need 10,000 descriptors.
+        open_files_raise()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -1,8 +1,7 @@
-"""Every write to jobs and generations goes through these functions (videos' own: generation/videos/)."""
+"""Every write to jobs and generations goes through these functions (images' and videos' own: their folders)."""
 
 from __future__ import annotations
 
-from generation.images.services import image_job_create
 from generation.services.jobs import (
     generation_record,
     job_cancel,
@@ -18,7 +17,6 @@ from generation.services.jobs import (
 
 __all__ = [
     "generation_record",
-    "image_job_create",
     "job_cancel",
     "job_claim",
     "job_complete",
