@@ -59,7 +59,7 @@ def _ledger_append(
     )
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def credit_grant(*, user_id: int, amount: int, note: str = "", created_by: User | None = None) -> CreditLedgerEntry:
     """Add credits to a user's account."""
     if amount <= 0:

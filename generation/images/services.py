@@ -14,7 +14,7 @@ from generation.services.jobs import job_open
 logger = logging.getLogger(__name__)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def image_job_create(
     *,
     user_id: int,

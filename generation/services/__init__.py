@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+from generation.services.endings import job_cancel, job_deadlines_enforce, job_fail
 from generation.services.jobs import (
     generation_record,
-    job_cancel,
     job_claim,
     job_complete,
-    job_deadlines_enforce,
-    job_fail,
     job_missing_indexes,
     job_recover,
     job_retry_now,

@@ -1,4 +1,6 @@
-"""Writes shared by every kind of job: dispatch, claim, record results, retry, complete, fail."""
+"""Writes shared by every kind of job while it runs: open, claim, record results, complete, retry, recover.
+
+How a job ends (fail, cancel, deadline) is in ``generation.services.endings``."""
 
 from __future__ import annotations
 
@@ -18,20 +20,19 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from credits.services import credit_account_lock, credit_charge, credit_refund
-from generation.dispatch import job_dispatch, message_send_on_commit
-from generation.errors import IdempotencyKeyReused, JobAlreadyFinished, JobNotFound
-from generation.events import job_changed, video_positions_changed
+from credits.services import credit_account_lock, credit_charge
+from generation.dispatch import job_dispatch
+from generation.errors import IdempotencyKeyReused, JobAlreadyFinished
+from generation.events import job_changed
 from generation.models import Generation, Job
 from generation.providers.base import GeneratedFile
+from generation.services.endings import job_fail_locked, job_lock
 
 logger = logging.getLogger(__name__)
 
 # Broker timers and the database clock are read on different machines: a retry message that
 # arrives this much before the job's next_run_at still counts as on time.
 _CLAIM_EARLY_TOLERANCE = timedelta(seconds=1)
-# Jobs past their start deadline are canceled this many at a time, so that one sweep stays short.
-_DEADLINE_BATCH = 200
 
 
 def _request_hash(fields: dict[str, Any]) -> str:
@@ -107,34 +108,6 @@ def job_before_start_deadline(now: datetime) -> Q:
     return Q(start_deadline_at__isnull=True) | Q(start_deadline_at__gt=now)
 
 
-def job_deadlines_enforce() -> int:
-    """Cancel with a full refund every job that did not start by its start deadline; how many were."""
-    late = Job.objects.filter(start_deadline_at__lte=timezone.now(), status=Job.Status.QUEUED, started_at__isnull=True)
-    return sum(
-        1 for job_id in late.values_list("id", flat=True)[:_DEADLINE_BATCH] if _job_deadline_cancel(job_id=job_id)
-    )
-
-
-@transaction.atomic
-def _job_deadline_cancel(*, job_id: UUID) -> bool:
-    job = _job_lock(job_id=job_id)
-    # Checked again under the lock: a worker may have started the job since it was read.
-    if job is None or job.status != Job.Status.QUEUED or job.started_at is not None:
-        return False
-    if job.start_deadline_at is None or job.start_deadline_at > timezone.now():
-        return False
-    _job_finish(
-        job=job,
-        status=Job.Status.CANCELED,
-        error_code="deadline_exceeded",
-        error_message="The job did not start before its start deadline.",
-        refund=job.undelivered_cost,
-        note="start deadline passed",
-    )
-    logger.info("job %s canceled: it did not start by its deadline", job.id)
-    return True
-
-
 def job_missing_indexes(*, job: Job) -> list[int]:
     """The result indexes of a job that have not been delivered yet."""
     delivered = set(job.generations.values_list("index", flat=True))
@@ -148,7 +121,7 @@ def generation_record(*, job_id: UUID | str, claim_token: UUID, index: int, resu
     name = default_storage.save(
         f"generations/{job.user_id}/{job.id}/{index}.{result.extension}", ContentFile(result.content)
     )
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         # The row lock orders concurrent deliveries for the same job, so the count and the URL list stay exact.
         job = Job.objects.select_for_update().get(id=job_id)
         if (
@@ -192,7 +165,6 @@ def job_complete(*, job_id: UUID | str, claim_token: UUID) -> bool:
     return bool(completed)
 
 
-@transaction.atomic
 def job_retry_schedule(
     *, job_id: UUID | str, claim_token: UUID | None, delay: float, error_code: str, error_message: str
 ) -> bool:
@@ -216,18 +188,18 @@ def job_retry_schedule(
     return bool(scheduled)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def job_recover(*, job_id: UUID | str) -> bool:
     """Put an image job whose worker stopped renewing its lease back in line for its next retry, or fail it with
     a refund when no retry is left; True when it was put back, False when failed or no longer abandoned."""
-    job = _job_lock(job_id=job_id)
+    job = job_lock(job_id=job_id)
     # Checked under the row lock: a worker that renewed its lease meanwhile keeps its job.
     if job is None or job.status != Job.Status.PROCESSING or not job.lease_expired:
         return False
     delays = settings.IMAGE_RETRY_DELAYS
     message = "The worker handling this job stopped responding."
     if job.retries >= len(delays):
-        _job_fail_locked(job=job, error_code="worker_lost", error_message=message)
+        job_fail_locked(job=job, error_code="worker_lost", error_message=message)
         return False
     delay = delays[job.retries]
     job.status = Job.Status.QUEUED
@@ -244,107 +216,7 @@ def job_recover(*, job_id: UUID | str) -> bool:
     return True
 
 
-def _job_lock(*, job_id: UUID | str, user_id: int | None = None) -> Job | None:
-    """Lock the job's owner's credit account, then the job; None when no such job (of that user) exists."""
-    owners = Job.objects.filter(id=job_id)
-    if user_id is not None:
-        owners = owners.filter(user_id=user_id)
-    owner_id = owners.values_list("user_id", flat=True).first()
-    if owner_id is None:
-        return None
-    # Lock order everywhere: the credit account, then the job.
-    credit_account_lock(user_id=owner_id)
-    return Job.objects.select_for_update().get(id=job_id)
-
-
-def _job_finish(*, job: Job, status: str, error_code: str, error_message: str, refund: int, note: str) -> None:
-    """End a locked, unfinished job in a final status and refund ``refund`` credits, once.
-
-    A video whose operation the provider may still be running (its start call is out, or it is generating) moves
-    to ``stopping``: its slot stays taken until the provider says the operation ended, whatever became of the job.
-    """
-    was_waiting_video = job.stage == Job.Stage.WAITING
-    operation_may_run = job.stage in Job.OPERATION_STAGES
-    job.status = status
-    job.finished_at = timezone.now()
-    job.lease_expires_at = None
-    job.next_run_at = None
-    job.error_code = error_code
-    job.error_message = error_message
-    if job.kind == Job.Kind.VIDEO:
-        job.stage = Job.Stage.STOPPING if operation_may_run else Job.Stage.DONE
-    if job.stage != Job.Stage.STOPPING:
-        job.claim_token = None
-    job.save()
-    if refund > 0:
-        credit_refund(user_id=job.user_id, job_id=job.id, amount=refund, note=note)
-    job_changed(job_id=job.id)
-    if was_waiting_video:
-        video_positions_changed()
-    if operation_may_run and job.operation_name:
-        # The poller keeps polling it (and holding its slot) until the provider confirms it ended.
-        message_send_on_commit("cancel_video_operation", job.operation_name)
-
-
-def _job_fail_locked(*, job: Job, error_code: str, error_message: str) -> None:
-    undelivered = job.quantity - job.result_count
-    _job_finish(
-        job=job,
-        status=Job.Status.FAILED,
-        error_code=error_code,
-        error_message=error_message,
-        refund=job.undelivered_cost,
-        note=f"{undelivered} of {job.quantity} undelivered",
-    )
-    logger.warning("job %s failed (%s): %s; %d result(s) refunded", job.id, error_code, error_message, undelivered)
-
-
-@transaction.atomic
-def job_fail(*, job_id: UUID | str, error_code: str, error_message: str, claim_token: UUID | None = None) -> Job | None:
-    """End an unfinished job as failed and refund what it did not deliver; None when it had already finished, or
-    when ``claim_token`` is given and the job is no longer that claim's."""
-    job = _job_lock(job_id=job_id)
-    if job is None or job.is_finished:
-        return None
-    if claim_token is not None and job.claim_token != claim_token:
-        return None
-    _job_fail_locked(job=job, error_code=error_code, error_message=error_message)
-    return job
-
-
-def job_cancel_refund(*, job: Job) -> int:
-    """What a cancel gives back: every undelivered result, except half of a video the provider may be running.
-
-    A video whose start call has gone out costs the service at the provider whether or not it is kept, so canceling
-    it from then on refunds half its price; anything that has not reached the provider is refunded in full.
-    """
-    if job.stage in (*Job.OPERATION_STAGES, Job.Stage.DOWNLOADING):
-        return job.undelivered_cost // 2
-    return job.undelivered_cost
-
-
-@transaction.atomic
-def job_cancel(*, job_id: UUID | str, user_id: int) -> Job:
-    """Cancel the user's unfinished job and refund per the cancel policy; a video at the provider is stopped too."""
-    job = _job_lock(job_id=job_id, user_id=user_id)
-    if job is None:
-        raise JobNotFound()
-    if job.is_finished:
-        raise JobAlreadyFinished()
-    refund = job_cancel_refund(job=job)
-    _job_finish(
-        job=job,
-        status=Job.Status.CANCELED,
-        error_code="canceled",
-        error_message="Canceled by the user.",
-        refund=refund,
-        note="canceled",
-    )
-    logger.info("job %s canceled by its owner; %d credits refunded", job.id, refund)
-    return job
-
-
-@transaction.atomic
+@transaction.atomic(durable=True)
 def job_retry_now(*, job_id: UUID | str) -> Job:
     """Make a queued job due at once and wake a worker for it (an operator's "retry now")."""
     job = Job.objects.select_for_update().get(id=job_id)

@@ -16,7 +16,7 @@ from generation.services.jobs import job_open
 logger = logging.getLogger(__name__)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def video_job_create(
     *,
     user_id: int,

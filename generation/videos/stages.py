@@ -30,13 +30,8 @@ from core.leases import renewed_in_background
 from generation.events import job_changed, video_positions_changed
 from generation.models import Job
 from generation.providers.base import GeneratedFile, ProviderError, TransientProviderError
-from generation.services.jobs import (
-    _job_fail_locked,
-    _job_lock,
-    generation_record,
-    job_before_start_deadline,
-    job_complete,
-)
+from generation.services.endings import job_fail_locked, job_lock
+from generation.services.jobs import generation_record, job_before_start_deadline, job_complete
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +74,7 @@ def video_prepare_claim(*, job_id: UUID | str, lease_seconds: float) -> UUID | N
     return _leased_claim(job_id=job_id, stage=Job.Stage.PREPARING, lease_seconds=lease_seconds)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def video_prepared(*, job_id: UUID | str, claim_token: UUID, frames: dict[str, dict[str, str]]) -> bool:
     """Record the stored frames and put the video in line for a slot; False when the claim was lost."""
     job = Job.objects.select_for_update().filter(id=job_id, claim_token=claim_token, stage=Job.Stage.PREPARING).first()
@@ -122,7 +117,7 @@ def video_start_intent(*, job_id: UUID | str) -> UUID | None:
     return token
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def video_started(*, job_id: UUID | str, claim_token: UUID, operation_name: str, poll: UUID) -> Job | None:
     """Record the operation the provider started, even for a job that ended during the call (it is then stopped),
     and hand the job to the poll message ``poll``; the job, or None when this attempt is not the job's any more."""
@@ -144,12 +139,12 @@ def video_started(*, job_id: UUID | str, claim_token: UUID, operation_name: str,
     return job
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def video_start_abandoned(*, job_id: UUID | str, claim_token: UUID, error: ProviderError) -> float | None:
     """End a start attempt that left no known operation: back in line on the backoff schedule for a transient
     error, failed with a full refund otherwise or once retries are used up; the delay before the next try, or
     None."""
-    job = _job_lock(job_id=job_id)
+    job = job_lock(job_id=job_id)
     if job is None or job.claim_token != claim_token:
         return None
     if job.stage == Job.Stage.STOPPING:
@@ -162,7 +157,7 @@ def video_start_abandoned(*, job_id: UUID | str, claim_token: UUID, error: Provi
     if delay is None:
         # Nothing is known to run at the provider: an ambiguous start holds a slot of its own meanwhile.
         job.stage = Job.Stage.DONE
-        _job_fail_locked(job=job, error_code=error.code, error_message=error.message)
+        job_fail_locked(job=job, error_code=error.code, error_message=error.message)
         return None
     job.stage = Job.Stage.WAITING
     job.status = Job.Status.QUEUED
@@ -200,16 +195,16 @@ def _retry_later(job: Job, delay: float, error: ProviderError) -> None:
     logger.warning("job %s: %s retry %d in %.1f s after %s", job.id, job.stage, job.retries, delay, error.code)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def video_retry_or_fail(*, job_id: UUID | str, claim_token: UUID, error: ProviderError) -> float | None:
     """After a failed frame fetch or download, retry in the same stage on the backoff schedule, or fail with a
     refund; the delay before the next try, or None."""
-    job = _job_lock(job_id=job_id)
+    job = job_lock(job_id=job_id)
     if job is None or job.claim_token != claim_token or job.is_finished:
         return None
     delay = _retry_delay(job, error)
     if delay is None:
-        _job_fail_locked(job=job, error_code=error.code, error_message=error.message)
+        job_fail_locked(job=job, error_code=error.code, error_message=error.message)
         return None
     _retry_later(job, delay, error)
     return delay
@@ -251,13 +246,13 @@ def video_poll_adopt(*, job_id: UUID | str, poll: UUID) -> bool:
     )
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def video_generation_timed_out(*, job_id: UUID | str) -> Job | None:
     """Fail a generation that outran ``VIDEO_TIMEOUT``; it moves to stopping, keeping its slot."""
-    job = _job_lock(job_id=job_id)
+    job = job_lock(job_id=job_id)
     if job is None or job.stage != Job.Stage.GENERATING:
         return None
-    _job_fail_locked(
+    job_fail_locked(
         job=job,
         error_code="timeout",
         error_message=f"The provider did not finish the video within {settings.VIDEO_TIMEOUT:g} s.",
@@ -279,11 +274,11 @@ def video_generated(*, job_id: UUID | str) -> bool:
     return bool(handed)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def video_operation_ended(*, job_id: UUID | str, error: ProviderError | None = None) -> Job | None:
     """The provider says the operation ended without a video (or can no longer see it): a generating job fails
     with a refund, a stopping one is done."""
-    job = _job_lock(job_id=job_id)
+    job = job_lock(job_id=job_id)
     if job is None or job.stage not in (Job.Stage.GENERATING, Job.Stage.STOPPING):
         return None
     if job.is_finished:
@@ -292,7 +287,7 @@ def video_operation_ended(*, job_id: UUID | str, error: ProviderError | None = N
     # The provider says the operation ended: nothing is left to stop.
     job.stage = Job.Stage.DONE
     error = error or ProviderError("The provider ended the generation without a video.", code="operation_failed")
-    _job_fail_locked(job=job, error_code=error.code, error_message=error.message)
+    job_fail_locked(job=job, error_code=error.code, error_message=error.message)
     return job
 
 
@@ -324,7 +319,7 @@ def video_lease_kept(*, job_id: UUID | str, claim_token: UUID, lease_seconds: fl
 def video_delivered(*, job_id: UUID | str, claim_token: UUID, video: GeneratedFile) -> bool:
     """Store the video and complete the job; idempotent: a video stored by an earlier attempt completes it too."""
     generation_record(job_id=job_id, claim_token=claim_token, index=0, result=video)
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         job = Job.objects.select_for_update().filter(id=job_id, claim_token=claim_token).first()
         if job is None or job.stage != Job.Stage.DOWNLOADING or not job.generations.filter(index=0).exists():
             return False

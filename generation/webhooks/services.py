@@ -47,7 +47,7 @@ def webhook_secret_get_or_create(*, user_id: int) -> WebhookSecret:
     return secret
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def webhook_secret_rotate(*, user_id: int) -> WebhookSecret:
     """Replace the user's signing secret; the one replaced still signs deliveries for ``WEBHOOK_SECRET_OVERLAP``
     seconds (a second rotation within that time ends the first one's overlap)."""
@@ -97,7 +97,7 @@ def webhook_deliveries_open(*, job: Job, snapshot: dict[str, Any]) -> list[Webho
     return _deliveries_create(job=job, snapshot=snapshot)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def _deliveries_create(*, job: Job, snapshot: dict[str, Any]) -> list[WebhookDelivery]:
     # The job's row lock orders the processes that publish its changes, and the events are worked out from the job
     # as it is now, not as a late publisher saw it: a sequence never goes back to an older state.
@@ -146,7 +146,7 @@ def webhook_delivery_claim(*, delivery_id: UUID | str) -> WebhookDelivery | None
     return delivery
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def webhook_attempt_record(*, delivery_id: UUID | str, outcome: AttemptOutcome) -> WebhookDelivery:
     """Record one attempt and what follows it: delivered; on 410 Gone no more deliveries to that URL for the user;
     another attempt on the ``WEBHOOK_RETRY_DELAYS`` schedule; or, the schedule used up, failed."""
@@ -199,7 +199,7 @@ def _deliveries_stop(*, user_id: int, url: str) -> int:
     )
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def webhook_delivery_redeliver(*, delivery_id: UUID | str) -> WebhookDelivery:
     """Queue a new attempt of a delivery at once, whatever became of it (an operator's "Redeliver")."""
     delivery = WebhookDelivery.objects.select_for_update().get(id=delivery_id)
