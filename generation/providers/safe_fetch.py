@@ -5,7 +5,7 @@ metadata addresses are refused, for the URL and for every redirect, which is fol
 
 The check and the connection use the same DNS answer. Were urllib3 left to resolve the name again when connecting,
 a name could answer a public address to the check and a private one a moment later (DNS rebinding). requests has no
-option for the address it connects to, so ``_PinnedAdapter`` resolves and checks the host itself, asks urllib3 for
+option for the address it connects to, so ``PinnedAdapter`` resolves and checks the host itself, asks urllib3 for
 a connection pool on the checked IP, and keeps the host name where it is still needed: in the ``Host`` header, and
 as urllib3's ``server_hostname``, which TLS uses for SNI and for verifying the certificate. Proxies from the
 environment are ignored, since a proxy would resolve the name itself.
@@ -33,7 +33,7 @@ from requests.models import PreparedRequest
 from urllib3.connectionpool import ConnectionPool
 
 from generation.providers.base import PermanentProviderError, TransientProviderError
-from generation.providers.deadline import Deadline, DeadlineAdapter, bounded_session
+from generation.providers.deadline import BoundedSession, Deadline, DeadlineAdapter, bounded_session
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -44,6 +44,15 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _IPV4_EMBEDDING_NETWORKS = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"))
 
 
+@contextmanager
+def public_session(seconds: float) -> Iterator[BoundedSession]:
+    """A session for one call within ``seconds`` that connects only to the public address it checked."""
+    with bounded_session(seconds, adapter_class=PinnedAdapter) as session:
+        # A proxy would resolve the host name itself, out of reach of the address check.
+        session.trust_env = False
+        yield session
+
+
 def fetch_public(
     url: str, *, max_bytes: int, allowed_types: tuple[str, ...] = ("image/",), timeout: float
 ) -> tuple[bytes, str]:
@@ -51,9 +60,7 @@ def fetch_public(
 
     ``timeout`` bounds the whole fetch: connecting, the answer, the body and every redirect together.
     """
-    with bounded_session(timeout, adapter_class=_PinnedAdapter) as session:
-        # A proxy would resolve the host name itself, out of reach of the address check.
-        session.trust_env = False
+    with public_session(timeout) as session:
         for _ in range(MAX_REDIRECTS + 1):
             _refuse_unless_web(url)
             with _transport_errors(url, session.deadline), _get(session, url, timeout) as response:
@@ -98,7 +105,7 @@ def is_public_address(address: IPAddress) -> bool:
     return address.is_global and not address.is_multicast
 
 
-class _PinnedAdapter(DeadlineAdapter):
+class PinnedAdapter(DeadlineAdapter):
     """A transport adapter that connects to the address it checked for a host, never to a fresh DNS answer."""
 
     def get_connection_with_tls_context(

@@ -22,11 +22,10 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
 from generation.providers.base import PermanentProviderError, ProviderError
-from generation.providers.deadline import bounded_session
 
 # The safe fetcher's adapter: it resolves the host once, refuses any address that is not public and connects to
 # the address it checked, so that a name cannot point the service at its own network between check and connect.
-from generation.providers.safe_fetch import _PinnedAdapter
+from generation.providers.safe_fetch import public_session
 
 SECRET_PREFIX = "whsec_"
 USER_AGENT = "genservice-webhooks/1.0"
@@ -85,9 +84,7 @@ def webhook_post(*, url: str, message_id: str, body: bytes, secrets: list[str], 
     def outcome(**result: Any) -> AttemptOutcome:
         return AttemptOutcome(attempted_at=attempted_at, latency_ms=int((time.monotonic() - started) * 1000), **result)
 
-    with bounded_session(timeout, adapter_class=_PinnedAdapter) as session:
-        # A proxy would resolve the host name itself, out of reach of the address check.
-        session.trust_env = False
+    with public_session(timeout) as session:
         try:
             # The body of the answer is never read: its status is all a delivery needs.
             with session.post(
