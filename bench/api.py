@@ -78,6 +78,8 @@ def _measured(bench: BenchEnvironment, server: WebServer, load: Any, shape: Load
         "cpu_cores": meter.cores(),
         "cpu_ms_per_request": meter.per_item(result.answered_total),
         "busy_cores_before": busy_before,
+        "load_average": [round(value, 2) for value in meter.load],
+        "cpu_pressure_percent": round(100 * meter.pressure, 1) if meter.pressure is not None else None,
         "connections_per_web_process": sampler.stop(),
     }
 

@@ -47,6 +47,15 @@ def _machine_ticks() -> tuple[int, int]:
     return sum(values) - values[3] - values[4], sum(values)
 
 
+def _cpu_pressure_us() -> int | None:
+    """Microseconds during which some runnable task waited for a CPU, since boot (Linux pressure stall info)."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().split("\n", 1)[0]
+    except OSError:
+        return None
+    return int(some.rsplit("total=", 1)[1])
+
+
 def _tree(root: int, processes: dict[int, ProcessTimes]) -> set[int]:
     found = {root} if root in processes else set()
     while more := {pid for pid, process in processes.items() if process.parent in found} - found:
@@ -67,6 +76,10 @@ class CpuMeter:
     single: dict[str, int]
     seconds: float = 0.0
     used: dict[str, float] = field(default_factory=dict)
+    # The share of the run during which some runnable task waited for a CPU (None where Linux does not say).
+    pressure: float | None = None
+    # The 1-minute load average when the run started and when it ended.
+    load: tuple[float, float] = (0.0, 0.0)
 
     def _ticks(self, processes: dict[int, ProcessTimes]) -> dict[str, int]:
         groups = {name: _tree(pid, processes) for name, pid in self.trees.items()}
@@ -78,10 +91,15 @@ class CpuMeter:
     @contextmanager
     def measure(self) -> Iterator[CpuMeter]:
         """Record the CPU seconds each group used while the block ran."""
+        load_before, pressure_before = os.getloadavg()[0], _cpu_pressure_us()
         started, before, (busy_before, total_before) = time.monotonic(), self._ticks(_processes()), _machine_ticks()
         yield self
         after, (busy_after, total_after) = self._ticks(_processes()), _machine_ticks()
         self.seconds = time.monotonic() - started
+        pressure_after = _cpu_pressure_us()
+        if pressure_before is not None and pressure_after is not None and self.seconds:
+            self.pressure = (pressure_after - pressure_before) / 1e6 / self.seconds
+        self.load = (load_before, os.getloadavg()[0])
         self.used = {name: (after[name] - before.get(name, 0)) / TICKS_PER_SECOND for name in after}
         cpus = os.cpu_count() or 1
         self.used["machine"] = cpus * self.seconds * (busy_after - busy_before) / max(1, total_after - total_before)

@@ -26,8 +26,8 @@ from bench.loadgen import LOCALHOST
 from bench.machine import code_revision, machine_description
 from bench.pipeline import _wait_finished
 from bench.stack import bench_environment, bench_users, web_server
-from tests.fake_veo import FakeVeoServer
-from tests.live import start_worker, stop, wait_until_ready
+from testing.fakes.veo import FakeVeoServer
+from testing.live import start_worker, stop, wait_until_ready
 
 API_KEY = "bench-veo-key"
 ERROR_TARGET = 0.20

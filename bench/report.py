@@ -41,7 +41,12 @@ def _cpu(summary: dict[str, Any], per: str) -> str:
         return ""
     other = summary["cpu_cores"]["other"]
     text = " ".join(f"{name} {spent[name]:.1f}" for name in _CPU_GROUPS if name in spent)
-    return f"{text} | other {other:.2f} cores" + (" (busy machine)" if other > BUSY_MACHINE_CORES else "")
+    text += f" | other {other:.2f} cores" + (" (busy machine)" if other > BUSY_MACHINE_CORES else "")
+    if "load_average" in summary:
+        text += f", load {summary['load_average'][0]:g}"
+    if summary.get("cpu_pressure_percent") is not None:
+        text += f", CPU pressure {summary['cpu_pressure_percent']:g} %"
+    return text
 
 
 def _row(label: str, summary: dict[str, Any]) -> str:

@@ -25,8 +25,8 @@ import requests
 
 from bench.loadgen import LOCALHOST, latency_summary
 from bench.pipeline import _wait_finished
-from tests.fake_frames import FakeFrameServer
-from tests.fake_veo import FakeVeoServer, _Operation
+from testing.fakes.frames import FakeFrameServer
+from testing.fakes.veo import FakeVeoServer, _Operation
 
 SUBMIT_TIMEOUT = 10.0
 # How long the dripping frames are fetched before the plain video is submitted: within FRAME_TIMEOUT (10 s).

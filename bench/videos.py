@@ -33,8 +33,8 @@ from bench.machine import code_revision, machine_description
 from bench.pipeline import _wait_finished
 from bench.stack import BenchEnvironment, bench_environment, bench_users, web_server
 from bench.video_runs import TimedFakeVeo, hostile_trial, queue_run, runs_summary, videos_submit
-from tests.fake_frames import FakeFrameServer
-from tests.live import start_worker, stop, wait_until_ready
+from testing.fakes.frames import FakeFrameServer
+from testing.live import start_worker, stop, wait_until_ready
 
 API_KEY = "bench-veo-key"
 STARTUP_TIMEOUT = 60.0

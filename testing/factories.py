@@ -1,11 +1,14 @@
-"""Factories for the models the tests need."""
+"""Factories for the models the tests need, and jobs made through the services."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 
+from generation.images.services import image_job_create
 from generation.models import Job
 
 
@@ -29,3 +32,10 @@ class ImageJobFactory(factory.django.DjangoModelFactory[Job]):
     params = factory.LazyFunction(lambda: {"aspect_ratio": "1:1", "image_urls": []})
     quantity = 1
     credit_cost = factory.LazyAttribute(lambda job: job.quantity)
+
+
+def charged_image_job(user: Any, quantity: int = 1) -> Job:
+    """A queued image job, charged through the service as the API would."""
+    return image_job_create(
+        user_id=user.pk, prompt="a lighthouse", aspect_ratio="1:1", quantity=quantity, image_urls=[]
+    )

@@ -41,7 +41,7 @@ def free_port() -> int:
 
 def child_env(**overrides: str) -> dict[str, str]:
     """This process's environment (the run's Redis prefix and media folder included) pointed at the test database."""
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", DATABASE_URL=database_url(), **overrides)
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="testing.settings", DATABASE_URL=database_url(), **overrides)
     env.pop("PYTEST_CURRENT_TEST", None)
     return env
 

@@ -1,23 +1,36 @@
-"""Fixtures shared by the suite: users with credits, API clients, the broker, a fake provider server."""
+"""Fixtures shared by the suite: users with credits, API clients, the broker, the fake provider servers; and the
+markers that a test's folder implies."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dramatiq
 import pytest
 import redis
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from core.connections import redis_client
 from credits.services import credit_grant
-from generation.videos.slots import video_dispatcher, video_slots
-from tests.factories import UserFactory
-from tests.fake_provider import FakeProviderServer
-from tests.fake_veo import FakeVeoServer
+from testing.clients import token_client
+from testing.factories import UserFactory
+from testing.fakes.provider import FakeProviderServer
+from testing.fakes.veo import FakeVeoServer
+from testing.videos import video_queue_forget
+
+TESTS = Path(__file__).resolve().parent
+# The folders whose every test carries a marker, so that ``-m "not e2e and not browser"`` leaves them all out.
+FOLDER_MARKERS = {"e2e": pytest.mark.e2e, "browser": pytest.mark.browser}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test in e2e/ (real server and worker processes) and browser/ (headless Chromium) as such."""
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -54,13 +67,6 @@ def make_user(db: None) -> Any:
 @pytest.fixture
 def user(make_user: Any) -> Any:
     return make_user(credits=10)
-
-
-def token_client(user: Any) -> APIClient:
-    """An API client that authenticates as the user with a token, as a frontend would."""
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
-    return client
 
 
 @pytest.fixture
@@ -110,17 +116,3 @@ def veo_settings(settings: Any, veo: FakeVeoServer) -> Iterator[FakeVeoServer]:
     video_queue_forget()
     yield veo
     video_queue_forget()
-
-
-def video_queue_forget() -> None:
-    """Drop the video slots and the dispatcher's lock, which live in Redis under the run's prefix: a test's holds
-    (an ambiguous start's, or a worker's stopped mid-generation) must not reach the next test."""
-    dispatcher = video_dispatcher()
-    redis_client().delete(video_slots().key, dispatcher.lock_key, dispatcher.request_key)
-
-
-def run_worker(broker: dramatiq.Broker, queues: set[str]) -> dramatiq.Worker:
-    """Start a real worker consuming the given queues from Redis in this process."""
-    worker = dramatiq.Worker(broker, queues=queues, worker_threads=4, worker_timeout=20)
-    worker.start()
-    return worker

@@ -16,8 +16,8 @@ from bench.chaos.own_services import BASE_DIR
 from bench.chaos.plan import FAILURES, PROJECT_ID, TAG, JobSpec
 from bench.chaos.workers import WorkerPool
 from bench.stack import CREDITS_PER_USER, BenchEnvironment
-from tests.fake_provider import FakeProviderServer
-from tests.fake_veo import FakeVeoServer
+from testing.fakes.provider import FakeProviderServer
+from testing.fakes.veo import FakeVeoServer
 
 
 @dataclass

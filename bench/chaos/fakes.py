@@ -12,11 +12,11 @@ from http.server import BaseHTTPRequestHandler
 from typing import cast
 from urllib.parse import urlsplit
 
-from tests.fake_frames import FakeFrameServer
-from tests.fake_provider import FakeProviderServer
-from tests.fake_provider import _Handler as ImageHandler
-from tests.fake_veo import FILE_PATH, MEDIA_PATH, START_PATH, FakeVeoServer
-from tests.fake_veo import _Handler as VeoHandler
+from testing.fakes.frames import FakeFrameServer
+from testing.fakes.provider import FakeProviderServer
+from testing.fakes.provider import _Handler as ImageHandler
+from testing.fakes.veo import FILE_PATH, MEDIA_PATH, START_PATH, FakeVeoServer
+from testing.fakes.veo import _Handler as VeoHandler
 
 # A dripped frame (about 65 header bytes, one every DRIP_SECONDS) takes about 2 s, well within the fetch's 10 s.
 DRIP_SECONDS = 0.03

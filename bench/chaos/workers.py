@@ -13,7 +13,7 @@ from bench.chaos.fakes import worker_url
 from bench.chaos.outages import Disruption
 from bench.cpu import process_tree
 from bench.stack import BenchEnvironment
-from tests.live import WORKER_READY, kill_group, start_worker, stop, wait_until_ready
+from testing.live import WORKER_READY, kill_group, start_worker, stop, wait_until_ready
 
 WORKERS = 2
 _ESTABLISHED = "01"

@@ -1,7 +1,7 @@
 """A fake image provider that speaks the gateway and the OpenAI shapes over real HTTP, with scripted failures.
 
 In a test: ``with FakeProviderServer() as server: server.script("cat", ["500", "ok"])`` and point a client at
-``server.url``. As a process: ``python -m tests.fake_provider --port 8765 '{"cat": ["500", "ok"]}'`` prints
+``server.url``. As a process: ``python -m testing.fakes.provider --port 8765 '{"cat": ["500", "ok"]}'`` prints
 its URL once it listens.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from tests.fake_http import FakeServer, JsonHandler, argument_parser, delay, serve_in_foreground
+from testing.fakes.server import FakeServer, JsonHandler, argument_parser, delay, serve_in_foreground
 
 GATEWAY_PATH = "/v1/chat/completions"
 OPENAI_PATH = "/v1/images/generations"

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tests.fake_http import FakeServer, JsonHandler, delay
+from testing.fakes.server import FakeServer, JsonHandler, delay
 
 # ok: 200; 500 and 410: that status; redirect: 302 to /redirected; hang:SECONDS: no answer for that long.
 _BEHAVIOURS = {"ok", "500", "410", "redirect"}

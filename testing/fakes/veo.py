@@ -2,7 +2,7 @@
 
 In a test: ``with FakeVeoServer() as veo: veo.script("cat", ["429", "ok"])`` and point a client at ``veo.url``.
 It records every generation it starts and how many ran at once, which is how tests check the video queue's
-concurrency limit. As a process: ``python -m tests.fake_veo --port 8766 --seconds 5 '{"cat": ["429", "ok"]}'``
+concurrency limit. As a process: ``python -m testing.fakes.veo --port 8766 --seconds 5 '{"cat": ["429", "ok"]}'``
 prints its URL once it listens.
 
 Concurrency is counted by the provider's own clock: a generation runs from its creation until its end, whether
@@ -13,7 +13,7 @@ is False: then it is recorded and the generation runs to its end.
 Behaviours: ``ok``; ``429``, ``500`` and ``400`` answer the start with that error, creating nothing;
 ``500_after_create`` creates an ``ok`` generation and then answers 500 ``INTERNAL``; ``reset_after_create`` creates
 one and then resets the connection without an answer; ``op_error`` and ``filtered`` start a generation that ends
-failed or with its video filtered out; ``hang`` starts one that never ends until ``finish_all()``;
+failed or with its video filtered out; ``hang`` starts one that never ends until ``finish()`` or ``finish_all()``;
 ``slow_start:<seconds>`` answers the start that much later and starts an ``ok`` generation even when the client has
 given up by then, as Google would; ``slow_download:<seconds>`` starts an ``ok`` generation whose video bytes are
 sent that much after they are asked for.
@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from generation.providers.local_video import VIDEO_SIZES, render_webm
-from tests.fake_http import FakeServer, JsonHandler, argument_parser, delay, serve_in_foreground
+from testing.fakes.server import FakeServer, JsonHandler, argument_parser, delay, serve_in_foreground
 
 START_PATH = re.compile(r"/v1beta/models/(?P<model>[^/:]+):predictLongRunning")
 OPERATION_PATH = re.compile(r"/v1beta/(?P<name>models/[^/:]+/operations/(?P<id>[0-9a-f]+))")
@@ -87,7 +87,7 @@ class VeoStart:
 class _Operation:
     start: VeoStart
     outcome: str
-    # When the generation ends; infinite while a "hang" generation waits for finish_all().
+    # When the generation ends; infinite while a "hang" generation waits for finish() or finish_all().
     done_at: float
     # How long the video's bytes take to come once asked for.
     download_delay: float = 0.0
@@ -300,6 +300,12 @@ class FakeVeoServer(FakeServer):
             peaks = {start.operation_name: self._running(start.started_at) for start in self._started()}
         over = {name: running for name, running in peaks.items() if running > limit}
         assert not over, f"more than {limit} generations ran at once, at the starts of {over}"
+
+    def finish(self, operation_name: str) -> None:
+        """End one running generation now, a ``hang`` one included, which then delivers its video."""
+        with self._lock:
+            operation = self._operations[operation_name.rsplit("/", 1)[1]]
+            operation.done_at = min(operation.done_at, time.time())
 
     def finish_all(self) -> None:
         """End every running generation now, ``hang`` ones included, which then deliver their video."""

@@ -26,10 +26,10 @@ from generation.models import Job
 from generation.services import job_fail
 from generation.videos.services import video_job_create
 from generation.videos.slots import video_slots
-from tests.conftest import video_queue_forget
-from tests.factories import UserFactory
-from tests.live import child_env, web_server
-from tests.test_studio import CHROMIUM_ARGS, CHROMIUM_PATH, STEP_TIMEOUT_MS, browser_test
+from testing.browser import CHROMIUM_ARGS, CHROMIUM_PATH, STEP_TIMEOUT_MS, browser_test
+from testing.factories import UserFactory
+from testing.live import child_env, web_server
+from testing.videos import video_queue_forget
 
 PASSWORD = "a-console-password"
 CONSOLE = "/admin/generation/job/console/"

@@ -2,36 +2,25 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 
 from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
 from generation.models import Job
-from tests.live import child_env, start_worker, stop, web_server
+from testing.clients import token_headers
+from testing.live import child_env, start_worker, stop, web_server
+from testing.waits import poll_until_finished
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-def poll_until_finished(base: str, headers: dict[str, str], job_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = requests.get(f"{base}/api/jobs/{job_id}/", headers=headers, timeout=5).json()
-        if job["status"] not in ("queued", "processing"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
 def test_three_jobs_through_the_real_server_and_worker(make_user, provider, tmp_path: Path):
     user = make_user(credits=20)
-    headers = {"Authorization": f"Token {Token.objects.create(user=user).key}"}
+    headers = token_headers(user)
     provider.script("wobbly", ["500", "500", "ok"])
     provider.script("broken", ["500"])
     env = child_env(

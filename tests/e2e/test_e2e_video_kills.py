@@ -20,15 +20,19 @@ import requests
 from django.utils import timezone
 
 from generation.models import Job
-from tests.fake_frames import FakeFrameServer
-from tests.fake_veo import FakeVeoServer
-from tests.live import kill_group
-from tests.test_e2e_video import Cluster, assert_no_slot_held, auth, cluster
-from tests.test_image_pipeline import wait_for
-from tests.test_video_hostile import GRANTED, assert_ledger_exact, settled
+from testing.clients import token_headers
+from testing.cluster import Cluster, cluster
+from testing.fakes.frames import FakeFrameServer
+from testing.fakes.veo import FakeVeoServer
+from testing.ledger import assert_ledger_exact
+from testing.live import kill_group
+from testing.videos import wait_slots_given_back
+from testing.waits import settled, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
+# The credits each user starts with.
+GRANTED = 100
 # The slots of the e2e cluster (the project's default).
 SLOTS = 2
 # How long the killed video's own generation runs: past worker B's start and the killed worker's slot lease.
@@ -121,10 +125,10 @@ def test_a_worker_killed_while_a_video_is_in_a_stage_leaves_another_worker_to_fi
         cluster(veo, tmp_path, FETCH_ALLOW_PRIVATE_ADDRESSES="1", RECONCILE_INTERVAL="1") as stack,
     ):
         [doomed] = stack.start_workers("a")
-        killed_id = expected.reach(stack, veo, frames, auth(owner))
+        killed_id = expected.reach(stack, veo, frames, token_headers(owner))
         kill_group(doomed)
         assert doomed.returncode == -signal.SIGKILL
-        bystanding = auth(bystander)
+        bystanding = token_headers(bystander)
         others = [submit_video(stack.base, bystanding, f"other clip {index}") for index in range(2)]
         stack.start_workers("b")
         if stage == "preparing":
@@ -144,9 +148,9 @@ def test_a_worker_killed_while_a_video_is_in_a_stage_leaves_another_worker_to_fi
     ]
     veo.assert_never_over(SLOTS)
     refunds = {killed: killed.credit_cost // 2 if expected.refund_half else 0}
-    assert_ledger_exact({**refunds, **dict.fromkeys(bystanders, 0)})
+    assert_ledger_exact({**refunds, **dict.fromkeys(bystanders, 0)}, granted=GRANTED)
     if stage == "preparing":
         assert len(frames.requests) == 2
     if stage == "downloading":
         assert veo.download_requests.count(killed.operation_name) == 2
-    assert_no_slot_held()
+    wait_slots_given_back()

@@ -14,7 +14,7 @@ from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
 from generation.images.services import image_job_create
 from generation.models import Generation, Job
-from tests.factories import ImageJobFactory, UserFactory
+from testing.factories import ImageJobFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 

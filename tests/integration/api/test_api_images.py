@@ -9,7 +9,7 @@ from django.db import connection
 
 from credits.selectors import credit_balance, credit_ledger_total
 from generation.models import Job
-from tests.conftest import token_client
+from testing.clients import token_client
 
 pytestmark = pytest.mark.django_db
 

@@ -13,8 +13,9 @@ from generation.images.services import image_job_create
 from generation.models import Job
 from generation.videos.dispatcher import video_dispatch
 from generation.videos.services import video_job_create
-from tests.conftest import run_worker, token_client
-from tests.test_image_pipeline import wait_finished, wait_for
+from testing.clients import token_client
+from testing.waits import wait_finished, wait_for
+from testing.workers import run_worker
 
 
 def image_job(api, quantity: int = 3) -> str:

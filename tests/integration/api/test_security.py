@@ -8,7 +8,6 @@ import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,8 +15,8 @@ from django.urls import reverse
 
 from core.throttling import ScopedRateThrottleFailOpen
 from credits.selectors import credit_balance
+from testing.live import BASE_DIR
 
-BASE_DIR = Path(__file__).resolve().parent.parent
 PRODUCTION_SECRET = "k3y-" + "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS"
 
 

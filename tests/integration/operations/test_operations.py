@@ -8,34 +8,15 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.utils import timezone
-from prometheus_client.parser import text_string_to_metric_families
 
 from core.connections import redis_client
 from credits.services import credit_refund
-from generation.images.services import image_job_create
 from generation.models import Job
 from generation.services import job_fail
 from generation.videos.services import video_job_create
-from tests.live import free_port
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def create_images(user, quantity: int = 1) -> Job:
-    return image_job_create(
-        user_id=user.pk, prompt="a lighthouse", aspect_ratio="1:1", quantity=quantity, image_urls=[]
-    )
-
-
-def scrape(client, **headers) -> Samples:
-    response = client.get("/metrics", **headers)
-    assert response.status_code == 200, response.content
-    assert response["Content-Type"].startswith("text/plain; version=")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.content.decode())
-        for sample in family.samples
-    }
+from testing.factories import charged_image_job
+from testing.live import free_port
+from testing.metrics import scrape
 
 
 def test_healthz_answers_without_credentials_or_database(client):
@@ -103,13 +84,13 @@ def test_metrics_report_jobs_timings_retries_refunds_and_queue_depth(
     broker.flush_all()
     user = make_user(credits=20)
     with django_capture_on_commit_callbacks(execute=True):
-        queued = create_images(user, quantity=2)
-    failed = create_images(user, quantity=3)
+        queued = charged_image_job(user, quantity=2)
+    failed = charged_image_job(user, quantity=3)
     Job.objects.filter(id=failed.id).update(retries=3)
     job_fail(job_id=failed.id, error_code="provider_unavailable", error_message="down")
     now = timezone.now()
     for seconds in (10, 20):
-        job = create_images(user)
+        job = charged_image_job(user)
         Job.objects.filter(id=job.id).update(
             status=Job.Status.COMPLETED,
             created_at=now - timedelta(seconds=seconds + 4),
@@ -164,7 +145,7 @@ def test_metrics_still_report_the_database_when_redis_is_down(admin_client, sett
 @pytest.mark.django_db
 def test_audit_passes_a_consistent_ledger(make_user, capsys):
     user = make_user(credits=10)
-    job = create_images(user, quantity=2)
+    job = charged_image_job(user, quantity=2)
     job_fail(job_id=job.id, error_code="content_refused", error_message="refused")
     call_command("audit_credits")
     assert capsys.readouterr().out.startswith("OK")
@@ -181,7 +162,7 @@ def test_audit_quiet_prints_nothing_when_all_is_well(make_user, capsys):
 def test_audit_names_the_user_and_the_difference_of_a_tampered_balance(make_user, capsys):
     honest = make_user(credits=10, username="honest")
     tampered = make_user(credits=10, username="tampered")
-    create_images(honest)
+    charged_image_job(honest)
     with connection.cursor() as cursor:
         cursor.execute("UPDATE credits_creditaccount SET balance = balance + 5 WHERE user_id = %s", [tampered.pk])
     with pytest.raises(CommandError, match=r"found 1 problem"):
@@ -207,9 +188,9 @@ def test_audit_finds_a_balance_after_that_is_not_the_running_sum(make_user, caps
 @pytest.mark.django_db
 def test_audit_finds_wrong_charges_and_refunds_of_unfinished_jobs(make_user, capsys):
     user = make_user(credits=10, username="buyer")
-    overcharged = create_images(user, quantity=2)
+    overcharged = charged_image_job(user, quantity=2)
     Job.objects.filter(id=overcharged.id).update(credit_cost=1)
-    refunded_early = create_images(user, quantity=2)
+    refunded_early = charged_image_job(user, quantity=2)
     credit_refund(user_id=refunded_early.user_id, job_id=refunded_early.id, amount=2)
     with pytest.raises(CommandError, match=r"found 2 problem"):
         call_command("audit_credits")

@@ -3,40 +3,22 @@
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
 import pytest
 from django.core.files.storage import default_storage
-from dramatiq.broker import MessageProxy
 
 from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
 from generation.images import actors
-from generation.images.retries import BackoffRetries
 from generation.images.services import image_job_create
 from generation.models import Job
-from generation.providers import TransientProviderError
-from tests.conftest import run_worker
+from testing.waits import wait_finished, wait_for
+from testing.workers import run_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 15, message: str = "condition") -> Any:
-    """Poll until the predicate is truthy, failing the test after the timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {message}")
-
-
-def wait_finished(job_id: Any, timeout: float = 15) -> Job:
-    return wait_for(lambda: Job.objects.filter(id=job_id).exclude(status__in=["queued", "processing"]).first(), timeout)
 
 
 @pytest.fixture
@@ -73,9 +55,11 @@ def test_retries_transient_failures_after_the_configured_delays(worker, gateway_
     assert job.retries == 3
     times = [request.received_at for request in gateway_settings.received(prompt_contains="flaky")]
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    # Delays of 0.3, 0.6 and 1.2 s; the worker polls its delay queue every 20 ms.
+    # Delays of 0.3, 0.6 and 1.2 s (the exact schedule is checked in unit/generation/images/test_retries.py). The
+    # timing is the behaviour here, so it stays checked: no retry comes early, strictly; and none is stalled, with
+    # room for a loaded 2-core machine, where the worker's threads may wait a second or more for a core.
     for gap, delay in zip(gaps, (0.3, 0.6, 1.2), strict=True):
-        assert delay <= gap < delay + 0.25, gaps
+        assert delay <= gap < delay + 2.0, gaps
 
 
 def test_a_waiting_job_shows_its_retries_and_next_run(worker, gateway_settings, settings, user):
@@ -138,43 +122,3 @@ def test_a_duplicate_message_does_not_run_the_job_twice(worker, broker, gateway_
     worker.join()
     assert len(gateway_settings.received(prompt_contains="twice")) == 2
     assert job.generations.count() == 2
-
-
-def test_exhaustion_handler_running_twice_refunds_once(broker, user):
-    job = submit(user, "twice exhausted", quantity=3)
-    message = MessageProxy(actors.generate_images.message(str(job.id)).copy(options={"retries": 3}))
-    middleware = next(m for m in broker.middleware if isinstance(m, BackoffRetries))
-    for _ in range(2):
-        middleware.after_process_message(broker, message, exception=TransientProviderError("down", code="x"))
-    job.refresh_from_db()
-    assert job.status == "failed"
-    assert CreditLedgerEntry.objects.filter(job=job, kind="refund").count() == 1
-    assert credit_balance(user_id=user.pk) == credit_ledger_total(user_id=user.pk) == 10
-
-
-def test_middleware_retries_only_the_exceptions_named_and_only_while_the_work_is_the_messages(broker):
-    calls: list[str] = []
-    still_ours = [True, False]
-
-    def on_retry(*args: object) -> bool:
-        calls.append("retry")
-        return still_ours.pop(0)
-
-    @dramatiq.actor(
-        actor_name="narrow_retries_probe",
-        queue_name="probe",
-        backoff_delays=(1.0,),
-        backoff_retry_on=(TransientProviderError,),
-        backoff_on_retry=on_retry,
-        backoff_on_give_up=lambda *args: calls.append("gave up"),
-    )
-    def probe() -> None: ...
-
-    middleware = next(m for m in broker.middleware if isinstance(m, BackoffRetries))
-    middleware.after_process_message(broker, MessageProxy(probe.message()), exception=ValueError("bug"))
-    middleware.after_process_message(broker, MessageProxy(probe.message()), exception=TransientProviderError("later"))
-    # A message whose job another worker took over meanwhile is not put back.
-    middleware.after_process_message(broker, MessageProxy(probe.message()), exception=TransientProviderError("late"))
-    assert calls == ["gave up", "retry", "retry"]
-    # Only the retryable failure that was still the message's own was put back, on the delay queue.
-    assert broker.client.llen(f"{broker.namespace}:probe.DQ") == 1

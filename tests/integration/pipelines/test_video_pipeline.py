@@ -14,11 +14,12 @@ from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
 from generation import selectors
 from generation.models import Job
+from generation.selectors import job_position
 from generation.videos.dispatcher import video_dispatch
 from generation.videos.services import video_job_create
 from generation.videos.slots import video_slots
-from tests.conftest import run_worker
-from tests.test_image_pipeline import wait_finished, wait_for
+from testing.waits import wait_finished, wait_for
+from testing.workers import run_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,11 +52,13 @@ def test_runs_at_most_two_at_once_in_submit_order(worker, veo_settings, rich_use
         generation = job.generations.get()
         assert generation.mime_type.startswith("video/")
         assert default_storage.exists(str(generation.file.name))
-    # Each start after the first two follows a finished generation by well under a second.
+    # Each start after the first two follows a finished generation: the line does not stall. That the slot is
+    # given back the moment its generation ends is checked exactly in unit/generation/videos/test_stages.py;
+    # here the bound only leaves room for a loaded 2-core machine.
     starts = [start.started_at for start in veo_settings.starts]
     done = [started + veo_settings.generation_seconds for started in starts]
     for later in starts[2:]:
-        assert min(later - end for end in done if end <= later) < 1.0
+        assert min(later - end for end in done if end <= later) < 3.0
     assert video_slots().holders() == set()
 
 
@@ -116,8 +119,9 @@ def test_a_generation_whose_watcher_died_is_resumed_without_a_second_start(broke
     assert finished.status == "completed"
     assert veo_settings.start_attempts == 1
     assert len(veo_settings.downloads) == 1
-    # Picked up again once the lost watcher's lease ran out, not before and not much later.
-    assert time.monotonic() - started < 1.5 + 0.2 + 1.0 + 1.0
+    # Picked up again once the lost watcher's lease (1.5 s) ran out and a dispatch tick (0.2 s) came, then run
+    # (1 s): a bounded takeover is the behaviour, with a generous margin for a loaded 2-core machine.
+    assert time.monotonic() - started < 1.5 + 0.2 + 1.0 + 5.0
 
 
 def test_a_lease_that_runs_out_during_a_round_goes_back_to_its_generation(broker, veo_settings, rich_user, monkeypatch):
@@ -147,28 +151,20 @@ def test_a_lease_that_runs_out_during_a_round_goes_back_to_its_generation(broker
 
 
 def test_positions_count_down_as_videos_start(worker, veo_settings, rich_user):
-    veo_settings.generation_seconds = 0.8
-    first = submit(rich_user, "line 0")
-    wait_for(lambda: Job.objects.filter(id=first.id).exclude(operation_name="").exists(), timeout=10)
-    # Stagger the two running videos so that the last one waits at position 1 for a while, not for a few ms.
-    time.sleep(0.4)
-    last = [submit(rich_user, f"line {index}") for index in range(1, 4)][-1]
-    seen = set()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        job = Job.objects.get(id=last.id)
-        if job.status != "queued":
-            break
-        position = services_position(job)
-        assert position is not None
-        seen.add(position)
-        time.sleep(0.02)
-    assert seen >= {2, 1}
-    assert max(seen) <= 4
-    wait_for(lambda: Job.objects.filter(id=last.id, status="completed").exists(), timeout=20)
+    # Generations run until the test ends them: the line moves only when a slot frees, so each position is exact.
+    veo_settings.script("line", ["hang"])
+    jobs = [submit(rich_user, f"line {index}") for index in range(4)]
+    wait_for(lambda: len(veo_settings.starts) == 2, message="both slots taken")
 
+    def positions() -> list[int | None]:
+        return [job_position(job=Job.objects.get(id=job.id)) for job in jobs]
 
-def services_position(job: Job) -> int | None:
-    from generation.selectors import job_position
-
-    return job_position(job=job)
+    assert positions() == [None, None, 1, 2]
+    veo_settings.finish(veo_settings.starts[0].operation_name)
+    wait_for(lambda: len(veo_settings.starts) == 3, message="the first in line starting")
+    assert positions() == [None, None, None, 1]
+    veo_settings.finish_all()
+    wait_for(lambda: len(veo_settings.starts) == 4, message="the last in line starting")
+    assert positions() == [None] * 4
+    veo_settings.finish_all()
+    assert [wait_finished(job.id, timeout=20).status for job in jobs] == ["completed"] * 4

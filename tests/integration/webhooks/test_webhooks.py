@@ -4,63 +4,23 @@ with the standardwebhooks package; the secret API, rotation, the create fields, 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import dramatiq
 import pytest
 from django.contrib.admin import helpers
 from django.utils import timezone
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from credits.selectors import credit_balance
 from generation.models import Job
 from generation.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSecret
 from generation.webhooks.services import webhook_deliveries_resend
-from tests.conftest import run_worker, token_client
-from tests.factories import ImageJobFactory
-from tests.fake_receiver import ReceivedWebhook, WebhookReceiver
-from tests.test_image_pipeline import wait_finished, wait_for
-
-ALL_EVENTS = ["start", "progress", "completed"]
-
-
-@pytest.fixture(name="receiver")
-def receiver_fixture() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver() as server:
-        yield server
-
-
-@pytest.fixture(name="webhook_worker")
-def webhook_worker_fixture(broker: dramatiq.Broker, gateway_settings: Any, settings: Any) -> Iterator[dramatiq.Worker]:
-    """A real worker for images and webhooks; the receiver listens on 127.0.0.1, so private addresses are allowed."""
-    settings.FETCH_ALLOW_PRIVATE_ADDRESSES = True
-    settings.WEBHOOK_RETRY_DELAYS = (0.2, 0.4)
-    settings.WEBHOOK_TIMEOUT = 3
-    running = run_worker(broker, {"images", "webhooks"})
-    yield running
-    running.stop()
-
-
-def submit(api: Any, url: str, **fields: Any) -> str:
-    body = {"prompt": "a fox", "webhook_url": url, **fields}
-    response = api.post("/api/images/", body, format="json")
-    assert response.status_code == 202, response.json()
-    return str(response.json()["id"])
-
-
-def signing_secret(api: Any) -> str:
-    return str(api.get("/api/webhooks/secret/").json()["secret"])
-
-
-def verified(hook: ReceivedWebhook, secret: str) -> dict[str, Any]:
-    """The body of a delivery whose signature ``secret`` verifies, as a receiver would check it."""
-    return dict(Webhook(secret).verify(hook.body, hook.headers))
-
-
-def hooks_at(receiver: WebhookReceiver, path: str, count: int) -> list[ReceivedWebhook]:
-    return wait_for(lambda: len(receiver.received(path)) >= count and receiver.received(path), message=path)
+from testing.clients import token_client
+from testing.factories import ImageJobFactory
+from testing.fakes.receiver import ReceivedWebhook
+from testing.waits import wait_finished, wait_for
+from testing.webhooks import ALL_EVENTS, hooks_at, signing_secret, submit, verified
 
 
 @pytest.mark.django_db(transaction=True)

@@ -14,17 +14,9 @@ from generation.models import Job
 from generation.webhooks.delivery import AttemptOutcome, webhook_post
 from generation.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookGoneUrl
 from generation.webhooks.services import webhook_attempt_record
-from tests.factories import ImageJobFactory
-from tests.test_image_pipeline import wait_finished, wait_for
-from tests.test_webhooks import (
-    ALL_EVENTS,
-    hooks_at,
-    receiver_fixture,  # noqa: F401 (a fixture)
-    signing_secret,
-    submit,
-    verified,
-    webhook_worker_fixture,  # noqa: F401 (a fixture)
-)
+from testing.factories import ImageJobFactory
+from testing.waits import wait_finished, wait_for
+from testing.webhooks import ALL_EVENTS, hooks_at, signing_secret, submit, verified
 
 
 def ended_deliveries(job_id: str, count: int) -> list[WebhookDelivery]:
@@ -50,9 +42,10 @@ def test_retries_after_a_500_on_schedule_with_the_same_id_then_delivers(webhook_
     assert len({hook.headers["webhook-id"] for hook in hooks}) == 1
     assert len({verified(hook, secret)["sequence"] for hook in hooks}) == 1
     gaps = [later.received_at - earlier.received_at for earlier, later in itertools.pairwise(hooks)]
-    # Delays of 0.2 and 0.4 s; the worker polls its delay queue every 20 ms or so.
+    # Delays of 0.2 and 0.4 s. The schedule is the behaviour, so it stays checked: never early, strictly; never
+    # stalled, with room for a loaded 2-core machine, where the worker's threads may wait a second or more for a core.
     for gap, delay in zip(gaps, (0.2, 0.4), strict=True):
-        assert delay <= gap < delay + 1.0, gaps
+        assert delay <= gap < delay + 2.0, gaps
     [delivery] = ended_deliveries(job_id, 1)
     assert (delivery.status, delivery.attempt_count, delivery.last_status_code) == ("delivered", 3, 200)
     assert [attempt.status_code for attempt in attempts_of(delivery)] == [500, 500, 200]
@@ -115,7 +108,9 @@ def test_a_hanging_receiver_is_cut_at_the_deadline_and_the_job_is_not_held_up(we
     attempt = wait_for(lambda: WebhookAttempt.objects.filter(delivery__job_id=job_id).order_by("attempted_at").first())
     assert attempt.status_code is None
     assert attempt.error == "No answer within 2 s."
-    assert 2000 <= attempt.latency_ms < 4000
+    # Cut at the 2 s deadline: never before it; after it by far less than the receiver's 30 s, however loaded the
+    # machine.
+    assert 2000 <= attempt.latency_ms < 2000 + 5000
     # The job ended while its first event's receiver was still hanging.
     assert job.finished_at is not None
     assert job.finished_at < attempt.attempted_at + timedelta(milliseconds=attempt.latency_ms)

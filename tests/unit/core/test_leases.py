@@ -53,12 +53,14 @@ def test_a_lease_that_is_not_renewed_runs_out(key):
 
 
 def test_renewing_keeps_the_slot_past_its_lease_until_the_block_ends(key):
-    slots = limiter(key, limit=1, lease=0.3)
+    # Renewed every third of the lease: a lease of 0.6 s leaves a renewal 0.4 s to come, which a loaded machine's
+    # scheduler allows; the block lasts well past the lease, so only renewals can have kept the slot.
+    slots = limiter(key, limit=1, lease=0.6)
     assert slots.acquire("long")
     with slots.renewing("long"):
-        time.sleep(1.0)
+        time.sleep(1.5)
         assert not slots.acquire("other")
-    time.sleep(0.35)
+    time.sleep(0.65)
     assert slots.acquire("other")
 
 
@@ -117,18 +119,21 @@ def test_single_runner_never_overlaps(key):
 def test_single_runner_runs_again_for_a_call_made_while_it_ran(key):
     runner = SingleRunner(client=redis_client(), key=key, lock_seconds=10)
     started = threading.Event()
+    # The first run lasts until the second call has been made, however slowly this thread gets to make it.
+    called = threading.Event()
     runs = 0
 
     def routine() -> None:
         nonlocal runs
         runs += 1
         started.set()
-        time.sleep(0.2)
+        called.wait(timeout=10)
 
     first = threading.Thread(target=runner.run, args=(routine,))
     first.start()
     started.wait()
     assert runner.run(routine) is False
+    called.set()
     first.join()
     assert runs == 2
     assert not redis_client().exists(f"{key}:requested")

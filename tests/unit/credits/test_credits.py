@@ -10,7 +10,7 @@ from credits.errors import InsufficientCredits
 from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance, credit_ledger_total
 from credits.services import credit_charge, credit_grant, credit_refund
-from tests.factories import ImageJobFactory
+from testing.factories import ImageJobFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from credits.selectors import credit_balance, credit_ledger_total
 from generation import services
 from generation.models import Job
 from generation.videos.dispatcher import video_dispatch
-from tests.conftest import token_client
+from testing.clients import token_client
 
 pytestmark = pytest.mark.django_db
 

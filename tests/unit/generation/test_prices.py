@@ -7,7 +7,7 @@ import pytest
 from credits.models import CreditLedgerEntry
 from credits.selectors import credit_balance
 from generation.models import Job
-from tests.conftest import token_client
+from testing.clients import token_client
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -26,8 +25,9 @@ from generation.providers import (
 from generation.providers.gateway import GatewayImageProvider
 from generation.providers.local import ASPECT_RATIO_SIZES, LocalImageProvider
 from generation.providers.openai import OpenAIImageProvider
-from tests.fake_frames import FakeFrameServer
-from tests.fake_provider import GATEWAY_PATH, OPENAI_PATH, FakeProviderServer
+from testing.fakes.frames import FakeFrameServer
+from testing.fakes.provider import GATEWAY_PATH, OPENAI_PATH, FakeProviderServer
+from testing.live import BASE_DIR
 
 GATEWAY_MODEL = "google/gemini-2.5-flash-image-preview"
 OPENAI_MODEL = "gpt-image-1"
@@ -164,8 +164,8 @@ def test_remote_provider_maps_answer_slower_than_timeout_to_transient_timeout(
         remote_client(kind, provider.url, timeout=0.3).generate_image(ImageRequest("a cat", "1:1"))
 
     assert raised.value.code == "provider_timeout"
-    # Well before the 3 s answer: the client gave up at its timeout rather than waiting.
-    assert time.monotonic() - started < 2
+    # Before the 3 s answer: the client gave up at its timeout rather than waiting (with room for a loaded machine).
+    assert time.monotonic() - started < 2.5
 
 
 @pytest.mark.parametrize("kind", PROVIDER_KINDS)
@@ -212,8 +212,8 @@ def test_fake_provider_fails_as_scripted_then_repeats_the_last_behaviour(provide
 
 def test_fake_provider_runs_as_a_separate_process() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_provider", "--api-key", "k", '{"cat": ["429"]}'],
-        cwd=Path(__file__).resolve().parent.parent,
+        [sys.executable, "-m", "testing.fakes.provider", "--api-key", "k", '{"cat": ["429"]}'],
+        cwd=BASE_DIR,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -269,8 +269,13 @@ def test_local_provider_always_fails_transiently_at_failure_rate_one() -> None:
 def test_local_provider_never_fails_at_failure_rate_zero() -> None:
     provider = LocalImageProvider(failure_rate=0)
 
-    for _ in range(10):
-        provider.generate_image(ImageRequest("a cat", "1:1"))
+    images = [provider.generate_image(ImageRequest(f"cat {index}", "1:1")) for index in range(10)]
+
+    assert len(images) == 10
+    assert {image.mime_type for image in images} == {"image/png"}
+    assert all(open_image(image.content).format == "PNG" for image in images)
+    # Ten prompts, ten different pictures: each call drew its own, none was a cached or empty answer.
+    assert len({image.content for image in images}) == 10
 
 
 def test_local_provider_refuses_an_unsupported_aspect_ratio() -> None:

@@ -21,7 +21,7 @@ from generation.videos.dispatcher import video_dispatch
 from generation.videos.poller import video_poll
 from generation.videos.services import video_job_create
 from generation.videos.slots import video_slots
-from tests.test_image_pipeline import wait_for
+from testing.waits import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

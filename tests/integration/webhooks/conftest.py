@@ -1,0 +1,29 @@
+"""Fixtures of the webhook tests: a local receiver and a real worker that delivers to it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+
+from testing.fakes.receiver import WebhookReceiver
+from testing.workers import run_worker
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as server:
+        yield server
+
+
+@pytest.fixture
+def webhook_worker(broker: dramatiq.Broker, gateway_settings: Any, settings: Any) -> Iterator[dramatiq.Worker]:
+    """A real worker for images and webhooks; the receiver listens on 127.0.0.1, so private addresses are allowed."""
+    settings.FETCH_ALLOW_PRIVATE_ADDRESSES = True
+    settings.WEBHOOK_RETRY_DELAYS = (0.2, 0.4)
+    settings.WEBHOOK_TIMEOUT = 3
+    running = run_worker(broker, {"images", "webhooks"})
+    yield running
+    running.stop()
