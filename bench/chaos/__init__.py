@@ -2,7 +2,7 @@
 
 Run from the repository root: ``python -m bench.chaos [options]``. It starts a PostgreSQL and a Redis of its own
 under a temporary folder (never the shared ones under var/), the real uvicorn server, two real ``rundramatiq``
-worker processes and the fake providers of tests/ in this process. It submits the jobs over HTTP with
+worker processes and the fake providers of testing/ in this process. It submits the jobs over HTTP with
 idempotency keys and client retries, cancels some, and meanwhile SIGKILLs a random worker's process group every
 few seconds (a replacement starts at once), SIGKILLs a worker whenever a video is seen in a stage not hit yet
 (preparing, starting, generating, stopping, downloading), restarts Redis empty once and PostgreSQL once. When

@@ -32,7 +32,7 @@ VIDEO_SCENARIOS = {
     "op_error": (0.05, ("op_error",)),
     "filtered": (0.05, ("filtered",)),
 }
-# Routes of tests/fake_frames.py a framed video's start frame is served from: at once, or dripped over seconds so
+# Routes of testing/fakes/frames.py a framed video's start frame is served from: at once, or dripped over seconds so
 # that a kill can land while a worker fetches it.
 FRAME_ROUTES = ("png", "drip_headers")
 
