@@ -64,6 +64,9 @@ def fetch_public(
         for _ in range(MAX_REDIRECTS + 1):
             _refuse_unless_web(url)
             with _transport_errors(url, session.deadline), _get(session, url, timeout) as response:
+                # A deadline that shut the connection while the headers arrived leaves an answer that looks
+                # complete but lacks them: it is a timeout, not a wrong type.
+                session.deadline.check()
                 location = response.headers.get("Location")
                 if response.status_code not in _REDIRECT_STATUSES or not location:
                     return _read(

@@ -441,6 +441,17 @@ def test_a_frame_host_that_drips_is_cut_off_at_the_total_deadline(frames: FakeFr
     assert elapsed < 1.0 + 2
 
 
+def test_a_deadline_that_cuts_the_headers_short_is_a_timeout_not_a_wrong_type(settings: Any) -> None:
+    settings.FETCH_ALLOW_PRIVATE_ADDRESSES = True
+    # The status line (17 bytes) has arrived after about 0.85 s, the Content-Type header only after about 2.1 s:
+    # the deadline falls between them, leaving a 200 answer without a type.
+    with FakeFrameServer(drip_seconds=0.05) as server, pytest.raises(ProviderError) as caught:
+        fetch_public(server.url("drip_headers"), max_bytes=1_000_000, timeout=1.3)
+
+    assert isinstance(caught.value, TransientProviderError)
+    assert caught.value.code == "url_timeout"
+
+
 def test_a_redirect_to_a_host_name_with_an_overlong_label_is_refused(frames: FakeFrameServer) -> None:
     error, _ = frame_error(frames.url("long_label_redirect"))
 
