@@ -3,7 +3,7 @@ markers that a test's folder implies."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from testing.factories import UserFactory
 from testing.fakes.provider import FakeProviderServer
 from testing.fakes.veo import FakeVeoServer
 from testing.videos import video_queue_forget
+from testing.workers import run_worker
 
 TESTS = Path(__file__).resolve().parent
 # The folders whose every test carries a marker, so that ``-m "not e2e and not browser"`` leaves them all out.
@@ -49,6 +50,20 @@ def broker() -> Iterator[dramatiq.Broker]:
     current = dramatiq.get_broker()
     yield current
     current.flush_all()
+
+
+@pytest.fixture
+def start_worker(broker: dramatiq.Broker) -> Iterator[Callable[[set[str]], dramatiq.Worker]]:
+    """Start real workers consuming the given queues from Redis in this process; each stops when the test ends."""
+    started: list[dramatiq.Worker] = []
+
+    def start(queues: set[str]) -> dramatiq.Worker:
+        started.append(run_worker(broker, queues))
+        return started[-1]
+
+    yield start
+    for worker in started:
+        worker.stop()
 
 
 @pytest.fixture

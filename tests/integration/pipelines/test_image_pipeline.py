@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -16,17 +16,14 @@ from generation.images import actors
 from generation.images.services import image_job_create
 from generation.models import Job
 from testing.waits import wait_finished, wait_for
-from testing.workers import run_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def worker(broker: dramatiq.Broker, gateway_settings: Any) -> Iterator[dramatiq.Worker]:
+def worker(start_worker: Callable[[set[str]], dramatiq.Worker], gateway_settings: Any) -> dramatiq.Worker:
     """A real worker consuming the images queue from Redis in this process."""
-    running = run_worker(broker, {"images"})
-    yield running
-    running.stop()
+    return start_worker({"images"})
 
 
 def submit(user: Any, prompt: str, quantity: int = 1) -> Job:

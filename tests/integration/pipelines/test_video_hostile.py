@@ -8,7 +8,7 @@ videos are not held up beyond what the slots require.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dramatiq
@@ -24,7 +24,6 @@ from testing.fakes.veo import FakeVeoServer, VeoStart
 from testing.ledger import assert_ledger_exact
 from testing.videos import wait_slots_given_back
 from testing.waits import settled, wait_for
-from testing.workers import run_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,10 +39,8 @@ SLOW_GENERATION = 5.0
 
 
 @pytest.fixture
-def worker(broker: dramatiq.Broker, veo_settings: FakeVeoServer) -> Iterator[dramatiq.Worker]:
-    running = run_worker(broker, {"videos"})
-    yield running
-    running.stop()
+def worker(start_worker: Callable[[set[str]], dramatiq.Worker], veo_settings: FakeVeoServer) -> dramatiq.Worker:
+    return start_worker({"videos"})
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -25,10 +25,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def worker(broker: dramatiq.Broker, veo_settings: Any) -> Iterator[dramatiq.Worker]:
-    running = run_worker(broker, {"videos"})
-    yield running
-    running.stop()
+def worker(start_worker: Callable[[set[str]], dramatiq.Worker], veo_settings: Any) -> dramatiq.Worker:
+    return start_worker({"videos"})
 
 
 def submit(user: Any, prompt: str) -> Job:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dramatiq
 import pytest
 
 from testing.fakes.receiver import WebhookReceiver
-from testing.workers import run_worker
 
 
 @pytest.fixture
@@ -19,11 +18,11 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-def webhook_worker(broker: dramatiq.Broker, gateway_settings: Any, settings: Any) -> Iterator[dramatiq.Worker]:
+def webhook_worker(
+    start_worker: Callable[[set[str]], dramatiq.Worker], gateway_settings: Any, settings: Any
+) -> dramatiq.Worker:
     """A real worker for images and webhooks; the receiver listens on 127.0.0.1, so private addresses are allowed."""
     settings.FETCH_ALLOW_PRIVATE_ADDRESSES = True
     settings.WEBHOOK_RETRY_DELAYS = (0.2, 0.4)
     settings.WEBHOOK_TIMEOUT = 3
-    running = run_worker(broker, {"images", "webhooks"})
-    yield running
-    running.stop()
+    return start_worker({"images", "webhooks"})
