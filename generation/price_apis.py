@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer, inline_serializer
@@ -48,10 +49,13 @@ class QuoteApi(APIView):
         responses={200: OutputSerializer, 400: OpenApiResponse(description="Invalid fields")},
     )
     def post(self, request: Request) -> Response:
-        body = dict(request.data) if isinstance(request.data, dict) else {}
-        kind = body.pop("kind", None)
-        if kind not in _CREATES:
+        # A JSON object or a form (a QueryDict, whose values the create serializers read as a form's).
+        data = request.data
+        kind = data.get("kind") if isinstance(data, Mapping) else None
+        if not isinstance(kind, str) or kind not in _CREATES:
             raise ValidationError({"kind": [f"Choose one of: {', '.join(_CREATES)}."]})
+        body = data.copy()
+        body.pop("kind")
         fields = _CREATES[kind](data=body)
         fields.is_valid(raise_exception=True)
         create = fields.validated_data

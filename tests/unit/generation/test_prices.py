@@ -95,6 +95,18 @@ def test_an_invalid_quote_names_the_field(api, body, field):
     assert field in response.json()["error"]["fields"]
 
 
+def test_a_quote_posted_as_a_form_is_read_as_one(api):
+    response = api.post("/api/quotes/", {"kind": "image", "prompt": "a form"}, format="multipart")
+    assert response.status_code == 200
+    assert response.json()["kind"] == "image"
+
+
+def test_a_form_quote_of_no_known_kind_names_the_field(api):
+    response = api.post("/api/quotes/", {"kind": "AAA", "prompt": "a form"}, format="multipart")
+    assert response.status_code == 400
+    assert "kind" in response.json()["error"]["fields"]
+
+
 def test_quotes_need_credentials(client):
     assert (
         client.post("/api/quotes/", {"kind": "image", "prompt": "x"}, content_type="application/json").status_code
