@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer, inline_serializer
@@ -49,9 +48,9 @@ class QuoteApi(APIView):
         responses={200: OutputSerializer, 400: OpenApiResponse(description="Invalid fields")},
     )
     def post(self, request: Request) -> Response:
-        # A JSON object or a form (a QueryDict, whose values the create serializers read as a form's).
-        data = request.data
-        kind = data.get("kind") if isinstance(data, Mapping) else None
+        # A JSON object, or a form: a QueryDict (a dict too), whose values the create serializers read as a form's.
+        data = request.data if isinstance(request.data, dict) else {}
+        kind = data.get("kind")
         if not isinstance(kind, str) or kind not in _CREATES:
             raise ValidationError({"kind": [f"Choose one of: {', '.join(_CREATES)}."]})
         body = data.copy()
