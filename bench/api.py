@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from bench.cpu import cpu_meter, wait_until_quiet
 from bench.loadgen import RunResult, build_request, closed_loop, open_loop, run
 from bench.spread import SpreadSampler
 from bench.stack import BenchEnvironment, WebServer, redis_flush
+from bench.stalls import StallMonitor
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,15 @@ def _measured(bench: BenchEnvironment, server: WebServer, load: Any, shape: Load
     # uvicorn's processes share one listening socket and a keep-alive connection stays with the process that
     # accepted it, so how the connections fall can change the peak from one run to the next: it is recorded.
     sampler = SpreadSampler(server.process.pid, server.port, after=shape.warmup + shape.duration / 2).start()
-    with meter.measure():
+    # Moments when the whole machine stood still (its host ran something else): every request in flight waits.
+    with StallMonitor() as monitor, meter.measure():
+        started = time.monotonic()
         result: RunResult = run(load)
+        ended = time.monotonic()
     redis_flush(bench.redis_url, bench.redis_prefix)
+    # The open loop's stalls are counted from the start of its measured window, as its timeline is.
+    window = result.extra.get("window_start", {}).get("monotonic")
+    since, until = (window, window + shape.duration) if window is not None else (started, ended)
     return {
         **result.summary(),
         "cpu_cores": meter.cores(),
@@ -81,6 +89,7 @@ def _measured(bench: BenchEnvironment, server: WebServer, load: Any, shape: Load
         "load_average": [round(value, 2) for value in meter.load],
         "cpu_pressure_percent": round(100 * meter.pressure, 1) if meter.pressure is not None else None,
         "connections_per_web_process": sampler.stop(),
+        "machine_stalls": monitor.summary(since=since, until=until),
     }
 
 

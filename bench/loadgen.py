@@ -246,6 +246,10 @@ async def open_loop(
             result.timeline.append((scheduled - measured_from, latency))
         idle.append(connection)
 
+    # When the measured window (timeline_ms's zero) starts, on the wall clock (as in PostgreSQL's and Redis's logs)
+    # and on the monotonic clock (as in `perf record -k CLOCK_MONOTONIC`), to line slow requests up with them.
+    wall_from = time.time() + measured_from - time.perf_counter()
+    result.extra["window_start"] = {"unix": round(wall_from, 6), "monotonic": round(measured_from, 6)}
     tasks = []
     for index in range(int(rate * (warmup + duration))):
         scheduled = start + index / rate

@@ -46,6 +46,9 @@ def _cpu(summary: dict[str, Any], per: str) -> str:
         text += f", load {summary['load_average'][0]:g}"
     if summary.get("cpu_pressure_percent") is not None:
         text += f", CPU pressure {summary['cpu_pressure_percent']:g} %"
+    stalls = summary.get("machine_stalls")
+    if stalls and stalls["count"]:
+        text += f", machine stalled {stalls['count']}x (longest {stalls['max_ms']:g} ms)"
     return text
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Iterator, MutableMapping
+from contextvars import ContextVar
 from typing import Any, cast
 
 from drf_spectacular.utils import extend_schema_field
@@ -130,18 +131,31 @@ class GenerationOutputSerializer(serializers.ModelSerializer):
         return absolute_url(self.context.get("request"), url) if url else None
 
 
-class _SnapshotSerializers(threading.local):
-    """One JobOutputSerializer per thread, built on first use, with a context dict that each snapshot refills.
+class _SnapshotContext(MutableMapping[str, Any]):
+    """The context of the one snapshot serializer: the values of the ``job_snapshot`` call running in this thread
+    (or task), so that concurrent snapshots share the serializer's fields but never each other's context."""
 
-    DRF builds a ModelSerializer's fields from the model each time one is instantiated, which costs twenty times
-    more than serializing a job; one per thread avoids that without a lock shared by every request and worker."""
+    def __getitem__(self, key: str) -> Any:
+        return _snapshot_values.get()[key]
 
-    def __init__(self) -> None:
-        self.context: dict[str, Any] = {}
-        self.serializer = JobOutputSerializer(context=self.context)
+    def __setitem__(self, key: str, value: Any) -> None:
+        _snapshot_values.get()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del _snapshot_values.get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_snapshot_values.get())
+
+    def __len__(self) -> int:
+        return len(_snapshot_values.get())
 
 
-_snapshots = _SnapshotSerializers()
+_snapshot_values: ContextVar[dict[str, Any]] = ContextVar("job_snapshot_context")
+# DRF builds a ModelSerializer's fields from the model each time one is instantiated, which costs twenty times
+# more than serializing a job, and the web server runs each request in a thread of its own (one serializer per
+# thread was one per request): one instance per process, its fields built by the first snapshot.
+_snapshot_serializer = JobOutputSerializer(context=_SnapshotContext())
 
 
 def job_snapshot(
@@ -153,9 +167,11 @@ def job_snapshot(
 ) -> dict[str, Any]:
     """The job as the API shows it; result URLs are absolute when a request is given, relative to the site (for
     events) otherwise. ``positions`` and ``line`` (estimates) may be passed when computed for many jobs at once."""
-    context = _snapshots.context
-    context.clear()
-    context.update(positions=positions or {}, request=request)
+    values: dict[str, Any] = {"positions": positions or {}, "request": request}
     if line is not None:
-        context["line"] = line
-    return dict(_snapshots.serializer.to_representation(job))
+        values["line"] = line
+    token = _snapshot_values.set(values)
+    try:
+        return dict(_snapshot_serializer.to_representation(job))
+    finally:
+        _snapshot_values.reset(token)
