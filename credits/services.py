@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from core.events.publish import event_append
@@ -32,31 +34,54 @@ def credit_account_lock(*, user_id: int) -> CreditAccount:
         return CreditAccount.objects.select_for_update().get(user_id=user_id)
 
 
-def _ledger_append(
+def _entry_record(
     *,
-    account: CreditAccount,
+    account_id: int,
+    user_id: int,
+    balance: int,
     kind: str,
     amount: int,
     job_id: UUID | None = None,
     note: str = "",
     created_by: User | None = None,
 ) -> CreditLedgerEntry:
-    account.balance += amount
-    account.save(update_fields=["balance", "updated_at"])
-    balance = account.balance
-    user_id = account.user_id
+    """Insert the ledger entry of a balance change already written, and tell the owner the new balance on commit."""
     transaction.on_commit(
         lambda: event_append(user_id=user_id, event="credits", data={"balance": balance}), robust=True
     )
     return CreditLedgerEntry.objects.create(
-        account=account,
+        account_id=account_id,
         kind=kind,
         amount=amount,
-        balance_after=account.balance,
+        balance_after=balance,
         job_id=job_id,
         note=note,
         created_by=created_by,
     )
+
+
+def _ledger_append(*, account: CreditAccount, kind: str, amount: int, **entry: Any) -> CreditLedgerEntry:
+    account.balance += amount
+    account.save(update_fields=["balance", "updated_at"])
+    return _entry_record(
+        account_id=account.pk, user_id=account.user_id, balance=account.balance, kind=kind, amount=amount, **entry
+    )
+
+
+def _account_spend(*, user_id: int, amount: int) -> tuple[int, int] | None:
+    """Take ``amount`` from the user's account if it holds that much, in one statement that also takes the row lock;
+    the account's id and new balance, or None when it does not (or there is no account)."""
+    # The ORM's update() cannot return the new balance, and the charge is on every create request's path: one
+    # statement here instead of a SELECT ... FOR UPDATE and an UPDATE.
+    table = CreditAccount._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET balance = balance - %s, updated_at = %s"
+            " WHERE user_id = %s AND balance >= %s RETURNING id, balance",
+            [amount, timezone.now(), user_id, amount],
+        )
+        row = cursor.fetchone()
+    return (row[0], row[1]) if row else None
 
 
 @transaction.atomic(durable=True)
@@ -75,9 +100,19 @@ def credit_grant(*, user_id: int, amount: int, note: str = "", created_by: User 
 def credit_charge(*, user_id: int, amount: int, job_id: UUID) -> CreditLedgerEntry:
     """Take a job's cost from its owner's account, or raise InsufficientCredits before writing anything.
 
-    Call it inside the transaction that creates the job (the account lock refuses to run outside one): a
-    savepoint of its own would cost two round trips per job and protect nothing.
+    Call it inside the transaction that creates the job: a savepoint of its own would cost two round trips per job
+    and protect nothing, and outside one the ledger entry could be lost after the balance changed.
     """
+    if not connection.in_atomic_block:
+        raise TransactionManagementError("credit_charge must run inside the transaction that creates the job")
+    spent = _account_spend(user_id=user_id, amount=amount)
+    if spent is not None:
+        account_id, balance = spent
+        kind = CreditLedgerEntry.Kind.CHARGE
+        return _entry_record(
+            account_id=account_id, user_id=user_id, balance=balance, kind=kind, amount=-amount, job_id=job_id
+        )
+    # Short of credits, or no account yet: under the lock, the balance the refusal names is the one that counts.
     account = credit_account_lock(user_id=user_id)
     if account.balance < amount:
         raise InsufficientCredits(

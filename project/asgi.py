@@ -5,14 +5,18 @@ from __future__ import annotations
 import gc
 import os
 from importlib import import_module
+from typing import Any
 
+import django
 from django.conf import settings
-from django.core.asgi import get_asgi_application
 from django.utils.module_loading import import_string
+
+from project.handler import RequestThreadsASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
-application = get_asgi_application()
+django.setup(set_prefix=False)
+application: Any = RequestThreadsASGIHandler()
 # ASGI middleware around Django, named in the settings as Django's own middleware is (the first is outermost).
 for wrapper in reversed(settings.ASGI_MIDDLEWARE):
     application = import_string(wrapper)(application)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, IntegrityError, transaction
+from django.db.transaction import TransactionManagementError
 
 from credits.errors import InsufficientCredits
 from credits.models import CreditLedgerEntry
@@ -81,3 +82,21 @@ def test_grant_credits_command_creates_the_user_when_missing(capsys):
     user = get_user_model().objects.get(username="newcomer")
     assert credit_balance(user_id=user.pk) == 25
     assert "balance 25" in capsys.readouterr().out
+
+
+def test_charge_of_a_user_without_an_account_is_refused_and_opens_one_at_zero(make_user):
+    user = make_user()
+    job = ImageJobFactory.create(user=user, credit_cost=1)
+    with pytest.raises(InsufficientCredits) as refused:
+        credit_charge(user_id=user.pk, amount=1, job_id=job.id)
+    assert refused.value.extra == {"cost": 1, "balance": 0}
+    assert credit_balance(user_id=user.pk) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_charge_outside_a_transaction_is_refused_before_writing(make_user):
+    user = make_user(credits=5)
+    job = ImageJobFactory.create(user=user, credit_cost=2)
+    with pytest.raises(TransactionManagementError):
+        credit_charge(user_id=user.pk, amount=2, job_id=job.id)
+    assert credit_balance(user_id=user.pk) == credit_ledger_total(user_id=user.pk) == 5

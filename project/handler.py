@@ -1,0 +1,59 @@
+"""Django's ASGI handler, with the thread hand-offs of a request cut to what a synchronous project needs."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.core.handlers.asgi import ASGIHandler
+
+# Request threads kept waiting for the next request; a burst beyond this many at once starts threads that end after.
+IDLE_REQUEST_THREADS = 32
+
+
+def _done() -> None:
+    """Submitted after a request's work: it runs once anything still on the thread has finished."""
+
+
+class RequestThreadsASGIHandler(ASGIHandler):
+    """Django's ASGI handler for a project whose middlewares and views are all synchronous.
+
+    - **One hand-off per request.** Django builds the chain in async mode, so each boundary is adapted on its own:
+      into a thread for the middlewares, back to the event loop below WhiteNoise (synchronous only), into the thread
+      again for each view middleware's ``process_view`` and for the view. Built in sync mode and entered once, the
+      chain runs as it does under WSGI, in the request's thread.
+    - **Request threads are reused.** Django gives each request a thread of its own (a ``ThreadSensitiveContext``),
+      starting one and joining it, through one more thread, for every request. Here each request borrows an idle
+      single-thread executor and gives it back once it is idle again: a request whose client left may still be
+      running on it when the handler returns, and the next borrower must not queue behind it.
+    """
+
+    def __init__(self) -> None:
+        self._idle: list[ThreadPoolExecutor] = []
+        super().__init__()
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        super().load_middleware(is_async=False)
+        chain = getattr(self, "_middleware_chain")  # noqa: B009 (django-stubs leave the attribute untyped)
+        self._middleware_chain = sync_to_async(chain, thread_sensitive=True)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        try:
+            executor = self._idle.pop()
+        except IndexError:
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            executor.submit(_done).add_done_callback(lambda _: self._give_back(executor))
+
+    def _give_back(self, executor: ThreadPoolExecutor) -> None:
+        # Runs on the executor's own thread (list operations are atomic): it must not wait for itself to end.
+        if len(self._idle) < IDLE_REQUEST_THREADS:
+            self._idle.append(executor)
+        else:
+            executor.shutdown(wait=False)
