@@ -6,10 +6,12 @@ import logging
 import math
 import time
 import uuid
+from functools import cache
 from typing import TYPE_CHECKING
 
 import redis
 from django.conf import settings
+from redis.commands.core import Script
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
@@ -23,13 +25,31 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+# Drops the requests that left the window, then counts the caller's request only if the window has room: one
+# atomic round trip. Answers -1 when it counted it, else the time of the oldest request in the window.
+_COUNT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1] - ARGV[2])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  return -1
+end
+return redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+"""
+
+
+@cache
+def _count_script() -> Script:
+    return redis_client().register_script(_COUNT)
+
+
 class RedisSlidingWindowThrottle(SimpleRateThrottle):
     """DRF's sliding-window count, kept in a Redis sorted set and updated in one atomic round trip.
 
     DRF's own reads the request history from the cache, trims it in Python and writes it back: two round trips
     (plus a new cache client per request under ASGI) and a read-modify-write that lets concurrent requests
-    through together. Here each request adds itself and reads the count in one MULTI/EXEC; a refused request
-    takes itself back out, so that, as in DRF, only accepted requests count.
+    through together. Here a script trims the window and counts the request only when it is allowed, so that, as
+    in DRF, only accepted requests count.
     """
 
     num_requests: int
@@ -42,20 +62,14 @@ class RedisSlidingWindowThrottle(SimpleRateThrottle):
         self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
-        key = f"{settings.REDIS_KEY_PREFIX}:{self.key}"
         now = time.time()
-        member = f"{now}:{uuid.uuid4().hex}"
-        with redis_client().pipeline() as pipe:
-            pipe.zremrangebyscore(key, 0, now - self.duration)
-            pipe.zadd(key, {member: now})
-            pipe.zcard(key)
-            pipe.zrange(key, 0, 0, withscores=True)
-            pipe.expire(key, math.ceil(self.duration))
-            _, _, count, oldest, _ = pipe.execute()
-        if count <= self.num_requests:
+        oldest = _count_script()(
+            keys=[f"{settings.REDIS_KEY_PREFIX}:{self.key}"],
+            args=[now, self.duration, self.num_requests, f"{now}:{uuid.uuid4().hex}", math.ceil(self.duration)],
+        )
+        if oldest == -1:
             return True
-        redis_client().zrem(key, member)
-        self.retry_after = max(0.0, oldest[0][1] + self.duration - now)
+        self.retry_after = max(0.0, float(oldest) + self.duration - now)
         return False
 
     def wait(self) -> float | None:
