@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 from importlib import import_module
 from typing import Any
 
@@ -16,14 +15,7 @@ from project.handler import RequestThreadsASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
-# How often CPython offers the interpreter lock to another thread. A request's thread coming back from a database or
-# Redis round trip waits for the lock while another request runs Python, by default up to 5 ms each time: with two
-# requests overlapping, a request of ten round trips could wait tens of ms. At 1 ms, 100 image requests/s on two
-# processes gave p99 18 to 28 ms against 28 to 42 ms (docs/benchmarks.md).
-WEB_SWITCH_INTERVAL_SECONDS = 0.001
-
 django.setup(set_prefix=False)
-sys.setswitchinterval(WEB_SWITCH_INTERVAL_SECONDS)
 application: Any = RequestThreadsASGIHandler()
 # ASGI middleware around Django, named in the settings as Django's own middleware is (the first is outermost).
 for wrapper in reversed(settings.ASGI_MIDDLEWARE):

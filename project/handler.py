@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,12 +26,14 @@ class RequestThreadsASGIHandler(ASGIHandler):
       chain runs as it does under WSGI, in the request's thread.
     - **Request threads are reused.** Django gives each request a thread of its own (a ``ThreadSensitiveContext``),
       starting one and joining it, through one more thread, for every request. Here each request borrows an idle
-      single-thread executor and gives it back once it is idle again: a request whose client left may still be
-      running on it when the handler returns, and the next borrower must not queue behind it.
+      single-thread executor and gives it back once nothing of the request is left on it, so that the next
+      borrower never queues behind it (a view whose client left runs to its end, and Django's request_finished
+      signal after it, on that thread).
     """
 
     def __init__(self) -> None:
-        self._idle: list[ThreadPoolExecutor] = []
+        # The request threads waiting for the next request, each a single-thread executor.
+        self.idle_threads: list[ThreadPoolExecutor] = []
         super().__init__()
 
     def load_middleware(self, is_async: bool = False) -> None:
@@ -42,18 +45,20 @@ class RequestThreadsASGIHandler(ASGIHandler):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         try:
-            executor = self._idle.pop()
+            executor = self.idle_threads.pop()
         except IndexError:
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
         try:
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)
         finally:
-            executor.submit(_done).add_done_callback(lambda _: self._give_back(executor))
+            # Runs once everything the request left on the thread has run; refused only while the process exits.
+            with contextlib.suppress(RuntimeError):
+                executor.submit(_done).add_done_callback(lambda _: self._give_back(executor))
 
     def _give_back(self, executor: ThreadPoolExecutor) -> None:
         # Runs on the executor's own thread (list operations are atomic): it must not wait for itself to end.
-        if len(self._idle) < IDLE_REQUEST_THREADS:
-            self._idle.append(executor)
+        if len(self.idle_threads) < IDLE_REQUEST_THREADS:
+            self.idle_threads.append(executor)
         else:
             executor.shutdown(wait=False)
