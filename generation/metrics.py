@@ -79,6 +79,16 @@ def _job_metrics() -> Iterator[Metric]:
     yield stages
 
 
+def _timing_gauges(name: str, what: str) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    """The quantiles and the mean of one timing, by kind, over the jobs completed in the last hour."""
+    over = "over the jobs completed in the last hour."
+    quantiles = GaugeMetricFamily(
+        f"genservice_job_{name}_seconds", f"Quantiles of the {what}, {over}", labels=["kind", "quantile"]
+    )
+    mean = GaugeMetricFamily(f"genservice_job_{name}_mean_seconds", f"Mean {what}, {over}", labels=["kind"])
+    return quantiles, mean
+
+
 def _timing_metrics() -> Iterator[Metric]:
     # A histogram would need every worker to record into shared state; the jobs table already holds each
     # duration, so the window's mean and quantiles are computed there and exposed as gauges.
@@ -87,25 +97,9 @@ def _timing_metrics() -> Iterator[Metric]:
         "Jobs completed in the last hour: the sample behind the timings.",
         labels=["kind"],
     )
-    duration = GaugeMetricFamily(
-        "genservice_job_duration_seconds",
-        "Quantiles of the time from start to completion, over the jobs completed in the last hour.",
-        labels=["kind", "quantile"],
-    )
-    duration_mean = GaugeMetricFamily(
-        "genservice_job_duration_mean_seconds",
-        "Mean time from start to completion, over the jobs completed in the last hour.",
-        labels=["kind"],
-    )
-    wait = GaugeMetricFamily(
-        "genservice_job_wait_seconds",
-        "Quantiles of the time from request to start, over the jobs completed in the last hour.",
-        labels=["kind", "quantile"],
-    )
-    wait_mean = GaugeMetricFamily(
-        "genservice_job_wait_mean_seconds",
-        "Mean time from request to start, over the jobs completed in the last hour.",
-        labels=["kind"],
+    timings = (
+        _timing_gauges("duration", "time from start to completion"),
+        _timing_gauges("wait", "time from request to start"),
     )
     params: dict[str, Any] = {
         "quantiles": list(QUANTILES),
@@ -118,14 +112,15 @@ def _timing_metrics() -> Iterator[Metric]:
         rows = {row[0]: row[1:] for row in cursor.fetchall()}
     for kind in Job.Kind.values:
         completed.add_metric([kind], rows[kind][0] if kind in rows else 0)
-    for kind, (_count, mean_duration, duration_quantiles, mean_wait, wait_quantiles) in rows.items():
-        duration_mean.add_metric([kind], mean_duration)
-        wait_mean.add_metric([kind], mean_wait)
-        for quantile, seconds in zip(QUANTILES, duration_quantiles, strict=True):
-            duration.add_metric([kind, f"{quantile:g}"], seconds)
-        for quantile, seconds in zip(QUANTILES, wait_quantiles, strict=True):
-            wait.add_metric([kind, f"{quantile:g}"], seconds)
-    yield from (completed, duration, duration_mean, wait, wait_mean)
+    for kind, (_count, *values) in rows.items():
+        # Each timing's mean, then its quantiles, in the order of _TIMING_SQL's columns.
+        for (quantiles, mean), (average, seconds_at) in zip(timings, (values[0:2], values[2:4]), strict=True):
+            mean.add_metric([kind], average)
+            for quantile, seconds in zip(QUANTILES, seconds_at, strict=True):
+                quantiles.add_metric([kind, f"{quantile:g}"], seconds)
+    yield completed
+    for gauges in timings:
+        yield from gauges
 
 
 def _refund_metrics() -> Iterator[Metric]:
