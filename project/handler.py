@@ -42,15 +42,14 @@ class RequestThreadsASGIHandler(ASGIHandler):
         self._middleware_chain = sync_to_async(chain, thread_sensitive=True)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         try:
             executor = self.idle_threads.pop()
         except IndexError:
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
         try:
+            # Django's own context inside is then a no-op: only the outermost one picks the thread.
             async with ThreadSensitiveContext(executor=executor):
-                await self.handle(scope, receive, send)
+                await super().__call__(scope, receive, send)
         finally:
             # Runs once everything the request left on the thread has run; refused only while the process exits.
             with contextlib.suppress(RuntimeError):
