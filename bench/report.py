@@ -49,6 +49,8 @@ def _cpu(summary: dict[str, Any], per: str) -> str:
     stalls = summary.get("machine_stalls")
     if stalls and stalls["count"]:
         text += f", machine stalled {stalls['count']}x (longest {stalls['max_ms']:g} ms)"
+    if stalls and stalls.get("slowdowns"):
+        text += f", machine slowed {stalls['slowdowns']}x in 100 ms"
     return text
 
 
