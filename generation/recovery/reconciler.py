@@ -35,6 +35,7 @@ class Reconciled:
     recovered: int = 0
     failed: int = 0
     expired: int = 0
+    webhooks_resent: int = 0
 
 
 def jobs_reconcile() -> Reconciled:
@@ -57,14 +58,14 @@ def jobs_reconcile() -> Reconciled:
             done.redispatched += 1
     abandoned = Job.objects.filter(kind=Job.Kind.IMAGE, status=Job.Status.PROCESSING, lease_expires_at__lt=now)
     for job_id in abandoned.order_by("lease_expires_at").values_list("id", flat=True)[:BATCH]:
-        if services.job_recover(job_id=job_id):
-            done.recovered += 1
-        else:
-            done.failed += 1
+        # A job whose worker renewed its lease meanwhile is left alone and counted nowhere.
+        status = services.job_recover(job_id=job_id)
+        done.recovered += status == Job.Status.QUEUED
+        done.failed += status == Job.Status.FAILED
     video_dispatch()
     done.expired = generations_expire()
-    done.redispatched += webhook_deliveries_resend()
-    if done.redispatched or done.recovered or done.failed:
+    done.webhooks_resent = webhook_deliveries_resend()
+    if done.redispatched or done.recovered or done.failed or done.webhooks_resent:
         logger.warning("reconciler: %s", done)
     return done
 

@@ -189,18 +189,18 @@ def job_retry_schedule(
 
 
 @transaction.atomic(durable=True)
-def job_recover(*, job_id: UUID | str) -> bool:
+def job_recover(*, job_id: UUID | str) -> str | None:
     """Put an image job whose worker stopped renewing its lease back in line for its next retry, or fail it with
-    a refund when no retry is left; True when it was put back, False when failed or no longer abandoned."""
+    a refund when no retry is left; the job's new status, or None when it was no longer abandoned."""
     job = job_lock(job_id=job_id)
     # Checked under the row lock: a worker that renewed its lease meanwhile keeps its job.
     if job is None or job.status != Job.Status.PROCESSING or not job.lease_expired:
-        return False
+        return None
     delays = settings.IMAGE_RETRY_DELAYS
     message = "The worker handling this job stopped responding."
     if job.retries >= len(delays):
         job_fail_locked(job=job, error_code="worker_lost", error_message=message)
-        return False
+        return Job.Status.FAILED
     delay = delays[job.retries]
     job.status = Job.Status.QUEUED
     job.retries += 1
@@ -213,7 +213,7 @@ def job_recover(*, job_id: UUID | str) -> bool:
     job_dispatch(job=job, delay=delay)
     job_changed(job_id=job.id)
     logger.warning("job %s lost its worker; retry %d in %.1f s", job.id, job.retries, delay)
-    return True
+    return Job.Status.QUEUED
 
 
 @transaction.atomic(durable=True)

@@ -65,7 +65,7 @@ def test_recovery_leaves_alone_a_job_whose_worker_renewed_its_lease_since_it_was
     assert claimed is not None
     # Read as abandoned with no retry left, then renewed by its worker before the recovery acts on it.
     Job.objects.filter(id=job.id).update(retries=1, lease_expires_at=timezone.now() + timedelta(minutes=5))
-    assert not services.job_recover(job_id=job.id)
+    assert services.job_recover(job_id=job.id) is None
     assert Job.objects.get(id=job.id).status == "processing"
     assert not CreditLedgerEntry.objects.filter(job=job, kind="refund").exists()
 
