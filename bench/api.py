@@ -11,7 +11,8 @@ from typing import Any
 
 from bench import wrk
 from bench.cpu import cpu_meter, wait_until_quiet
-from bench.loadgen import RunResult, build_request, closed_loop, open_loop, run
+from bench.latency import RunResult
+from bench.loadgen import build_request, closed_loop, open_loop, run
 from bench.spread import SpreadSampler
 from bench.stack import BenchEnvironment, WebServer, redis_flush
 from bench.stalls import StallMonitor

@@ -19,7 +19,8 @@ from typing import Any
 import psutil
 
 from bench import report
-from bench.loadgen import LOCALHOST, latency_summary, percentile
+from bench.latency import latency_summary, percentile
+from bench.loadgen import LOCALHOST
 from bench.machine import code_revision, machine_description
 from bench.stack import BenchEnvironment, bench_environment, bench_users, web_server
 from core.limits import open_files_raise

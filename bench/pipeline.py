@@ -9,7 +9,8 @@ from typing import Any
 
 from bench.api import image_requests
 from bench.cpu import cpu_meter, wait_until_quiet
-from bench.loadgen import closed_loop, latency_summary, run
+from bench.latency import latency_summary
+from bench.loadgen import closed_loop, run
 from bench.stack import BenchEnvironment, WebServer, redis_flush, worker
 
 POLL_SECONDS = 0.05

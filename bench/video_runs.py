@@ -23,7 +23,8 @@ from typing import Any
 
 import requests
 
-from bench.loadgen import LOCALHOST, latency_summary
+from bench.latency import latency_summary
+from bench.loadgen import LOCALHOST
 from bench.pipeline import _wait_finished
 from testing.fakes.frames import FakeFrameServer
 from testing.fakes.veo import FakeVeoServer, _Operation

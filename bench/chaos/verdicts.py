@@ -10,7 +10,7 @@ from bench.chaos.client import Api
 from bench.chaos.disruptions import Chaos
 from bench.chaos.outages import Disruption
 from bench.chaos.watch import AIMED_STAGES
-from bench.loadgen import latency_summary
+from bench.latency import latency_summary
 from testing.fakes.veo import FakeVeoServer
 
 # A dispatch round or reconciler pass holds its lock for milliseconds, or a second on a loaded machine; a hold
