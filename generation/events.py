@@ -10,7 +10,7 @@ from uuid import UUID
 
 from django.db import transaction
 
-from core.events.publish import event_append
+from core.events.publish import Event, event_append, events_append
 from generation.estimates import video_line_estimates
 from generation.models import Job
 from generation.serializers import job_snapshot
@@ -38,7 +38,6 @@ def video_positions_changed() -> None:
         queued = list(Job.objects.filter(stage=Job.Stage.WAITING).order_by("created_at", "id"))
         positions: dict[object, int] = {job.id: place for place, job in enumerate(queued, start=1)}
         line = video_line_estimates()
-        for job in queued:
-            event_append(user_id=job.user_id, event="job", data=job_snapshot(job, positions=positions, line=line))
+        events_append(Event(job.user_id, "job", job_snapshot(job, positions=positions, line=line)) for job in queued)
 
     transaction.on_commit(publish, robust=True)
