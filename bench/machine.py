@@ -44,7 +44,8 @@ def _is_embedded(url: str) -> bool:
 
 def code_revision() -> dict[str, Any]:
     """The commit measured and how many files differed from it (read-only git calls that take no lock)."""
-    git = ["git", "--no-optional-locks", "-C", str(embedded.VAR_DIR.parent)]
+    # The repository's own folder: the embedded servers' folder may be anywhere (EMBEDDED_VAR_DIR).
+    git = ["git", "--no-optional-locks", "-C", str(Path(__file__).resolve().parent.parent)]
     try:
         commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
         changes = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True, check=True).stdout
