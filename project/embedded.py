@@ -6,6 +6,7 @@ import argparse
 import fcntl
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,9 @@ def run(command: list[str]) -> int:
             started.append("redis")
         env["REDIS_URL"] = redis_url()
     process = subprocess.Popen(command, env=env)
+    # Stopped by a supervisor (SIGTERM, as `docker stop` and systemd send), pass the stop on and wait for the command
+    # to end, so that it stops what it started and the servers started here are stopped after it.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: process.send_signal(signum))
     try:
         return process.wait()
     except KeyboardInterrupt:

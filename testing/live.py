@@ -97,7 +97,7 @@ def wait_until_ready(process: subprocess.Popen[bytes], log: Path, timeout: float
         time.sleep(0.05)
 
 
-def _group_members(group: int) -> set[int]:
+def group_members(group: int) -> set[int]:
     """The processes of a process group, zombies included, read from /proc."""
     members = set()
     for entry in Path("/proc").iterdir():
@@ -118,24 +118,36 @@ def _set_child_subreaper(enabled: bool) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
 
 
-def kill_group(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    """SIGKILL a process started in a session of its own and its whole group, as a crash would, and reap them all."""
-    # As a subreaper for the moment, this process inherits the group's orphans and can reap them, where an
-    # init that never reaps (in some containers) would leave them as zombies still counted in the group.
+@contextmanager
+def reaping_orphans() -> Iterator[None]:
+    """Make this process the subreaper of its descendants for the block: it inherits the orphans of a process that
+    dies and can reap them, where an init that never reaps (in some containers) would leave them as zombies."""
     _set_child_subreaper(True)
     try:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=timeout)
-        deadline = time.monotonic() + timeout
-        while members := _group_members(process.pid):
-            for pid in members:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"processes {sorted(members)} of group {process.pid} outlived SIGKILL")
-            time.sleep(0.01)
+        yield
     finally:
         _set_child_subreaper(False)
+
+
+def wait_group_gone(group: int, *, after: str, timeout: float = 10) -> None:
+    """Wait until no process of a group is left, reaping those this process inherited; fail if some outlive the
+    timeout (``after`` names what should have ended them)."""
+    deadline = time.monotonic() + timeout
+    while members := group_members(group):
+        for pid in members:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes {sorted(members)} of group {group} outlived {after}")
+        time.sleep(0.01)
+
+
+def kill_group(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGKILL a process started in a session of its own and its whole group, as a crash would, and reap them all."""
+    with reaping_orphans():
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout)
+        wait_group_gone(process.pid, after="SIGKILL", timeout=timeout)
 
 
 def stop(*processes: subprocess.Popen[bytes], timeout: float = 15) -> None:

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import FrameType
 from typing import Any
 
 from django.conf import settings
@@ -80,6 +81,9 @@ class Command(BaseCommand):
         return Token.objects.get_or_create(user=demo)[0].key
 
     def _supervise(self, processes: list[subprocess.Popen[bytes]]) -> None:
+        # A supervisor's stop (SIGTERM) ends the stack as Ctrl-C does, instead of leaving the server and the worker
+        # running without it.
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             while all(process.poll() is None for process in processes):
                 time.sleep(0.5)
@@ -95,3 +99,7 @@ class Command(BaseCommand):
                     process.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     process.kill()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
