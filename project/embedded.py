@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from urllib.parse import quote
 
 VAR_DIR = Path(os.environ.get("EMBEDDED_VAR_DIR", Path(__file__).resolve().parent.parent / "var"))
@@ -137,28 +138,41 @@ def run(command: list[str]) -> int:
     """Run a command with DATABASE_URL and REDIS_URL set, starting embedded servers only where they are unset."""
     env = dict(os.environ)
     started: list[str] = []
-    if not env.get("DATABASE_URL"):
-        if not postgres_running():
-            started.append("postgres")
-        env["DATABASE_URL"] = postgres_url()
-    if not env.get("REDIS_URL"):
-        if not _redis_alive(_redis_socket()):
-            started.append("redis")
-        env["REDIS_URL"] = redis_url()
-    process = subprocess.Popen(command, env=env)
-    # Stopped by a supervisor (SIGTERM, as `docker stop` and systemd send), pass the stop on and wait for the command
-    # to end, so that it stops what it started and the servers started here are stopped after it.
-    signal.signal(signal.SIGTERM, lambda signum, _frame: process.send_signal(signum))
+    process: subprocess.Popen[bytes] | None = None
+    stopped = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        # Stopped by a supervisor (SIGTERM, as `docker stop` and systemd send): pass the stop on to the command and
+        # wait for it to stop what it started, then stop the servers started here.
+        nonlocal stopped
+        stopped = True
+        if process is not None:
+            process.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        return process.wait()
+        if not env.get("DATABASE_URL"):
+            if not postgres_running():
+                started.append("postgres")
+            env["DATABASE_URL"] = postgres_url()
+        if not env.get("REDIS_URL"):
+            if not _redis_alive(_redis_socket()):
+                started.append("redis")
+            env["REDIS_URL"] = redis_url()
+        if stopped:
+            return 128 + signal.SIGTERM
+        process = subprocess.Popen(command, env=env)
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            return process.wait()
     finally:
         # Servers that were already running belong to someone else: leave them be.
         if "redis" in started:
             stop_redis()
         if "postgres" in started:
             stop_postgres()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.conf import settings
 
 from testing.live import (
     BASE_DIR,
@@ -27,8 +28,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def answers(port: int) -> bool:
-    with contextlib.suppress(requests.ConnectionError):
-        return requests.get(f"http://127.0.0.1:{port}/api/schema/", timeout=2).status_code == 200
+    with contextlib.suppress(requests.RequestException):
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
     return False
 
 
@@ -38,9 +39,10 @@ def test_a_stack_stopped_with_sigterm_leaves_no_process_behind(tmp_path: Path):
     # As `make run` starts it; with DATABASE_URL and REDIS_URL set, the wrapper starts no embedded server here.
     command = [sys.executable, "-m", "project.embedded", "run", "--"]
     command += [sys.executable, "manage.py", "runstack", "--port", str(port), "--worker-threads", "1"]
+    env = child_env(REDIS_URL=settings.REDIS_URL)
     with log.open("w") as output:
         stack = subprocess.Popen(
-            command, cwd=BASE_DIR, env=child_env(), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=BASE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
         wait_for(lambda: WORKER_READY in log.read_text() and answers(port), timeout=60, message="the stack started")

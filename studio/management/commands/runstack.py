@@ -4,8 +4,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from types import FrameType
+import threading
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +21,8 @@ DEMO_PASSWORD = "demo"
 DEMO_CREDITS = 100
 ADMIN_USERNAME = "admin"
 ADMIN_PASSWORD = "admin"
+# How long a stop waits for the web server and the worker before killing them.
+SHUTDOWN_SECONDS = 20
 
 
 class Command(BaseCommand):
@@ -33,8 +34,14 @@ class Command(BaseCommand):
         parser.add_argument("--worker-threads", type=int, default=4)
 
     def handle(self, *args: Any, host: str, port: int, worker_threads: int, **options: Any) -> None:
+        # A supervisor's stop (SIGTERM) ends the stack as Ctrl-C does, instead of leaving the server and the worker
+        # running without it; a second one while stopping changes nothing.
+        stopping = threading.Event()
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
         call_command("migrate", interactive=False, verbosity=0)
         token = self._demo_users()
+        if stopping.is_set():
+            return
         python = sys.executable
         processes = [
             subprocess.Popen(
@@ -48,10 +55,25 @@ class Command(BaseCommand):
                     "--port",
                     str(port),
                     "--no-access-log",
+                    # Open event streams would otherwise hold a stop up until they close.
+                    "--timeout-graceful-shutdown",
+                    str(SHUTDOWN_SECONDS // 2),
                 ]
             ),
             subprocess.Popen(
-                [python, "manage.py", "rundramatiq", "--processes", "1", "--threads", str(worker_threads)]
+                [
+                    python,
+                    "manage.py",
+                    "rundramatiq",
+                    "--processes",
+                    "1",
+                    "--threads",
+                    str(worker_threads),
+                    # A job in hand is given this long to finish (Dramatiq's default is ten minutes); the
+                    # reconciler picks up what a stop cuts short.
+                    "--worker-shutdown-timeout",
+                    str(SHUTDOWN_SECONDS // 2 * 1000),
+                ]
             ),
         ]
         base = f"http://{host}:{port}"
@@ -66,7 +88,7 @@ class Command(BaseCommand):
             + f"  Database   {settings.DATABASES['default']['NAME']}, Redis {settings.REDIS_URL}\n"
             + "Press Ctrl-C to stop.\n"
         )
-        self._supervise(processes)
+        self._supervise(processes, stopping)
 
     def _demo_users(self) -> str:
         users = get_user_model().objects
@@ -80,14 +102,12 @@ class Command(BaseCommand):
             credit_grant(user_id=demo.pk, amount=DEMO_CREDITS, note="demo credits")
         return Token.objects.get_or_create(user=demo)[0].key
 
-    def _supervise(self, processes: list[subprocess.Popen[bytes]]) -> None:
-        # A supervisor's stop (SIGTERM) ends the stack as Ctrl-C does, instead of leaving the server and the worker
-        # running without it.
-        signal.signal(signal.SIGTERM, _interrupt)
+    def _supervise(self, processes: list[subprocess.Popen[bytes]], stopping: threading.Event) -> None:
         try:
-            while all(process.poll() is None for process in processes):
-                time.sleep(0.5)
-            self.stderr.write("A process of the stack exited; stopping the others.")
+            while not stopping.wait(0.5):
+                if not all(process.poll() is None for process in processes):
+                    self.stderr.write("A process of the stack exited; stopping the others.")
+                    break
         except KeyboardInterrupt:
             pass
         finally:
@@ -96,10 +116,7 @@ class Command(BaseCommand):
                     process.send_signal(signal.SIGTERM)
             for process in processes:
                 try:
-                    process.wait(timeout=20)
+                    process.wait(timeout=SHUTDOWN_SECONDS)
                 except subprocess.TimeoutExpired:
                     process.kill()
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+                    process.wait()
