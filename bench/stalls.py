@@ -6,17 +6,17 @@ little (another real-time task, an interrupt storm), but when every CPU's sleepe
 the whole virtual machine was not running: its host gave the CPUs to something else (a stall).
 
 At each wake-up the sleeper also times a fixed piece of work (the speed probe), and over each 100 ms it adds up
-how late it woke, short delays included. Nothing of this machine can hold it up at that priority, so when on every
+how late it woke, each delay up to a stall's threshold. At that priority only the kernel can hold it up (a kernel
+without preemption finishes another task's system call first, which matters at full load only), so when on every
 CPU over the same 100 ms the probe took longer or the delays added up to 10 ms or more, the CPUs themselves ran
 slower: the host shared their cores, lowered their clock or took them away for moments too short to count as a
-stall (a slowdown). Run as ``python -m bench.stalls --cpu N --seconds S --output FILE``; ``StallMonitor``
-starts one per CPU around a run.
+stall (a slowdown). Without real-time priority no slowdown is reported. Run as
+``python -m bench.stalls --cpu N --seconds S --output FILE``; ``StallMonitor`` starts one per CPU around a run.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import statistics
@@ -55,23 +55,31 @@ def sleep_and_record(*, cpu: int, seconds: float, output: Path) -> None:
     probe's mean time and how late the wake-ups were in all (``probe``, the interval's monotonic start, seconds,
     seconds)."""
     os.sched_setaffinity(0, {cpu})
-    with contextlib.suppress(PermissionError):
+    realtime = True
+    try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+    except PermissionError:
+        # Not root: the sleeper competes with the stack for its CPU, and its delays are the stack's as much as
+        # the machine's. Said so in the output, so that no slowdown is reported from it.
+        realtime = False
     end = time.monotonic() + seconds
     bucket, probes, lost = _bucket(time.monotonic()), list[float](), 0.0
     with output.open("w") as lines:
+        lines.write(f"realtime {int(realtime)}\n")
         while (before := time.monotonic()) < end:
             time.sleep(SLEEP_SECONDS)
             woke = time.monotonic()
             late = woke - before - SLEEP_SECONDS
             if late > LATE_SECONDS:
                 lines.write(f"late {before:.6f} {late:.6f}\n")
+                lines.flush()
             if _bucket(woke) != bucket:
                 if probes:
                     lines.write(f"probe {bucket:.1f} {sum(probes) / len(probes):.9f} {lost:.6f}\n")
                     lines.flush()
                 bucket, probes, lost = _bucket(woke), [], 0.0
-            lost += late
+            # Delays up to a stall's threshold: longer ones are stalls, counted apart.
+            lost += min(late, LATE_SECONDS)
             probes.append(_probe())
 
 
@@ -125,6 +133,8 @@ class StallMonitor:
         # least slowed CPU.
         self.stalls: list[tuple[float, float]] = []
         self.slowdowns: list[tuple[float, float, float]] = []
+        # Whether every sleeper ran at real-time priority: without it, slowdowns are not told apart and not reported.
+        self.realtime = False
 
     def __enter__(self) -> StallMonitor:
         for cpu in sorted(os.sched_getaffinity(0)):
@@ -145,11 +155,13 @@ class StallMonitor:
             for path in files[1:]:
                 common = _common(common, _late_intervals(path))
             self.stalls = [(start, end - start) for start, end in common]
-            slow = [_slow_buckets(path) for path in files]
-            self.slowdowns = sorted(
-                (start, min(each[start][0] for each in slow), min(each[start][1] for each in slow))
-                for start in set.intersection(*map(set, slow))
-            )
+            self.realtime = all(_records(path, "realtime") == [[1.0]] for path in files)
+            if self.realtime:
+                slow = [_slow_buckets(path) for path in files]
+                self.slowdowns = sorted(
+                    (start, min(each[start][0] for each in slow), min(each[start][1] for each in slow))
+                    for start in set.intersection(*(set(each) for each in slow))
+                )
         for path in files:
             path.unlink()
         self._dir.rmdir()
@@ -165,6 +177,7 @@ class StallMonitor:
             "max_ms": round(1000 * max((length for _start, length in inside), default=0.0), 1),
             "total_ms": round(1000 * sum(length for _start, length in inside), 1),
             "at_s_and_ms": [[round(start, 3), round(1000 * length, 1)] for start, length in inside],
+            "realtime": self.realtime,
             "slowdowns": len(slow),
             "slowdowns_at_s_factor_and_lost_ms": [
                 [round(start, 3), round(factor, 2), round(1000 * lost, 1)] for start, factor, lost in slow
