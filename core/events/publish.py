@@ -82,7 +82,7 @@ def events_append(events: Iterable[Event]) -> None:
             # Events are a convenience on top of the database: clients can always poll the job.
             first = batch[0]
             logger.warning(
-                "could not publish %d event(s), the first %s for user %s",
+                "could not publish all of %d event(s), the first %s for user %s",
                 len(batch),
                 first.event,
                 first.user_id,

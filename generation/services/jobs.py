@@ -189,7 +189,7 @@ def job_retry_schedule(
 
 
 @transaction.atomic(durable=True)
-def job_recover(*, job_id: UUID | str) -> str | None:
+def job_recover(*, job_id: UUID | str) -> Job.Status | None:
     """Put an image job whose worker stopped renewing its lease back in line for its next retry, or fail it with
     a refund when no retry is left; the job's new status, or None when it was no longer abandoned."""
     job = job_lock(job_id=job_id)
