@@ -162,6 +162,9 @@ def run(command: list[str]) -> int:
         if stopped:
             return 128 + signal.SIGTERM
         process = subprocess.Popen(command, env=env)
+        if stopped:
+            # The stop came while the command was being started, before it could be passed on.
+            process.send_signal(signal.SIGTERM)
         try:
             return process.wait()
         except KeyboardInterrupt:
