@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
@@ -60,7 +60,18 @@ def _entry_record(
     )
 
 
-def _ledger_append(*, account: CreditAccount, kind: str, amount: int, **entry: Any) -> CreditLedgerEntry:
+class _EntryFields(TypedDict, total=False):
+    """What a ledger entry may carry besides its kind and amount (``_entry_record``'s optional arguments)."""
+
+    job_id: UUID | None
+    note: str
+    created_by: User | None
+
+
+def _ledger_append(
+    *, account: CreditAccount, kind: str, amount: int, **entry: Unpack[_EntryFields]
+) -> CreditLedgerEntry:
+    """Change a locked account's balance and record the entry."""
     account.balance += amount
     account.save(update_fields=["balance", "updated_at"])
     return _entry_record(
