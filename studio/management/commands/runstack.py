@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -114,9 +115,10 @@ class Command(BaseCommand):
             for process in processes:
                 if process.poll() is None:
                     process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + SHUTDOWN_SECONDS
             for process in processes:
                 try:
-                    process.wait(timeout=SHUTDOWN_SECONDS)
+                    process.wait(timeout=max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
